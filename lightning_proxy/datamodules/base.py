@@ -1,0 +1,216 @@
+"""The shared datamodule: a full training pool whose items carry their pool index, subset rules, loaders.
+
+A concrete datamodule names its dataset and its normalisation: it implements :meth:`PoolDataModule.build_pool`
+(returning a dataset of ``(uint8 CxHxW tensor, int label)`` items with ``targets`` and ``classes``) and
+sets ``name``, ``num_base_classes``, ``in_channels``, ``mean`` and ``std``. Everything else (indices,
+subsets, transforms, loaders, the scoring loader) lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
+
+from lightning_proxy.selection.ranking import pool_fingerprint
+from lightning_proxy.selection.subset import SubsetSpec, choose_classes, select_subset
+
+
+class PoolDataset(Protocol):
+    """What :meth:`PoolDataModule.build_pool` returns: ``(image, label)`` items plus labels and names."""
+
+    targets: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> tuple[Any, int]: ...
+
+
+class IndexedDataset(Dataset):
+    """Item ``i`` of ``dataset`` with its index appended: ``(*item, i)``, or ``{**item, "index": i}`` for dicts.
+
+    The index is the position in the wrapped dataset (the full pool), so a ``Subset``, a shuffle or a DDP
+    sampler on top keeps naming the same example. ``target_map`` remaps labels of tuple items (class
+    subsets train on labels ``0..k-1``).
+    """
+
+    def __init__(self, dataset: Dataset, target_map: np.ndarray | None = None) -> None:
+        self.dataset = dataset
+        self.target_map = None if target_map is None else torch.as_tensor(target_map, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        if isinstance(item, dict):
+            return {**item, "index": index}
+        if self.target_map is not None:
+            item = (item[0], int(self.target_map[item[1]]), *item[2:])
+        return (*item, index)
+
+
+class PoolDataModule(L.LightningDataModule):
+    """Base datamodule: training pool -> indexed items -> subset; validation restricted to the same classes.
+
+    Args:
+        root: folder holding the dataset (its expected layout is in the subclass's docstring).
+        batch_size: training batch size per process.
+        eval_batch_size: batch size of validation and scoring (default: ``2 * batch_size``).
+        num_workers: loader worker processes per process.
+        flip_p: probability of a horizontal flip of a training image (a hyperparameter in the 000 paper).
+        subset: which examples of the training pool to train on (:class:`SubsetSpec`).
+        download: download and verify the dataset into ``root`` when missing (needs internet).
+        pin_memory: pin loader memory (only used with an accelerator).
+    """
+
+    name: str = "pool"
+    num_base_classes: int = 0
+    in_channels: int = 3
+    mean: Sequence[float] = (0.485, 0.456, 0.406)
+    std: Sequence[float] = (0.229, 0.224, 0.225)
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        flip_p: float = 0.5,
+        subset: SubsetSpec | None = None,
+        download: bool = False,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p is a probability in [0, 1], got {flip_p}")
+        self.root = root
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.num_workers = num_workers
+        self.flip_p = flip_p
+        self.subset = subset if subset is not None else SubsetSpec()
+        self.download = download
+        self.pin_memory = pin_memory
+        self.save_hyperparameters()
+        self._train_pool: PoolDataset | None = None
+        self._score_pool: PoolDataset | None = None
+        self._val_set: PoolDataset | None = None
+        self.train_indices: np.ndarray | None = None
+        self.class_ids: list[int] | None = None
+
+    # --- what a concrete datamodule provides ---------------------------------------------------------
+    def build_pool(self, split: str, transform: Callable | None) -> PoolDataset:
+        """The ``train`` or ``val`` split as a dataset of ``(uint8 CxHxW tensor, label)`` items."""
+        raise NotImplementedError
+
+    def train_transform(self) -> Callable:
+        """Augmentation of training images (uint8 CxHxW in, normalised float out)."""
+        return v2.Compose([v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])
+
+    def eval_transform(self) -> Callable:
+        """Validation and scoring transform: no augmentation."""
+        return v2.Compose(self._to_float())
+
+    def _to_float(self) -> list[Callable]:
+        return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+
+    # --- derived ----------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Classes the model predicts: the class subset's size, known before any data is read."""
+        if self.subset.classes is None:
+            return self.num_base_classes
+        if isinstance(self.subset.classes, int):
+            return self.subset.classes
+        return len(self.subset.classes)
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.train_pool)
+
+    @property
+    def train_pool(self) -> PoolDataset:
+        """The full training pool with training augmentation (built on first use)."""
+        if self._train_pool is None:
+            self._train_pool = self.build_pool("train", self.train_transform())
+        return self._train_pool
+
+    @property
+    def score_pool(self) -> PoolDataset:
+        """The full training pool without augmentation, for scoring passes."""
+        if self._score_pool is None:
+            self._score_pool = self.build_pool("train", self.eval_transform())
+        return self._score_pool
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.asarray(self.train_pool.targets, dtype=np.int64)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the training pool, stored in ranking files so a consumer can refuse a foreign one."""
+        return pool_fingerprint(self.targets)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_indices is not None:
+            return
+        self.class_ids = choose_classes(self.subset, list(self.train_pool.classes))
+        self.train_indices = select_subset(self.subset, self.targets, list(self.train_pool.classes), self.name)
+        if len(self.train_indices) == 0:
+            raise ValueError(f"the subset {self.subset} keeps no example of {self.name}")
+        self._val_set = self.build_pool("val", self.eval_transform())
+
+    def _target_map(self) -> np.ndarray | None:
+        """Old label -> new label for a class subset (-1 for dropped classes); None when all classes stay."""
+        if self.subset.classes is None:
+            return None
+        mapping = np.full(self.num_base_classes, -1, dtype=np.int64)
+        mapping[self.class_ids] = np.arange(len(self.class_ids))
+        return mapping
+
+    # --- loaders -------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training subset; items are ``(image, label, pool_index)``."""
+        self.setup("fit")
+        dataset = Subset(IndexedDataset(self.train_pool, self._target_map()), self.train_indices.tolist())
+        return self._loader(dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation set restricted to the kept classes; items are ``(image, label, val_index)``."""
+        self.setup("validate")
+        dataset: Dataset = IndexedDataset(self._val_set, self._target_map())
+        if self.subset.classes is not None:
+            keep = np.flatnonzero(np.isin(np.asarray(self._val_set.targets), self.class_ids))
+            dataset = Subset(dataset, keep.tolist())
+        return self._loader(dataset, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def scoring_dataloader(self, indices: Sequence[int] | np.ndarray | None = None) -> DataLoader:
+        """The pool (or ``indices`` of it) in order, no augmentation, original labels: for scoring passes."""
+        dataset: Dataset = IndexedDataset(self.score_pool)
+        if indices is not None:
+            dataset = Subset(dataset, np.asarray(indices, dtype=np.int64).tolist())
+        return self._loader(dataset, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.scoring_dataloader()

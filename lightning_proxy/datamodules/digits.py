@@ -1,0 +1,74 @@
+"""Scikit-learn's bundled handwritten digits: real 8x8 images with no download, the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from lightning_proxy.datamodules.base import PoolDataModule, SubsetSpec
+
+
+class DigitsDataset(Dataset):
+    """One split of the 1,797 digits as uint8 1x8x8 tensors (the 0-16 grey levels scaled to 0-255)."""
+
+    classes = [str(d) for d in range(10)]
+
+    def __init__(self, split: str, transform: Callable | None = None, val_fraction: float = 0.2) -> None:
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        digits = load_digits()
+        images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)
+        train_idx, val_idx = train_test_split(
+            np.arange(len(images)), test_size=val_fraction, random_state=0, stratify=digits.target
+        )
+        idx = np.sort(train_idx if split == "train" else val_idx)
+        self.images = torch.from_numpy(images[idx]).unsqueeze(1)
+        self.targets = digits.target[idx].astype(np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i]
+        return (self.transform(image) if self.transform else image), int(self.targets[i])
+
+
+class DigitsDataModule(PoolDataModule):
+    """Digits: 1,437 training and 360 validation images (a fixed stratified split), 10 classes, 1x8x8.
+
+    Augmentation is a one-pixel random shift; flips are off by default (a flipped digit is another glyph).
+    """
+
+    name = "digits"
+    num_base_classes = 10
+    in_channels = 1
+    mean = (0.305,)
+    std = (0.378,)
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        flip_p: float = 0.0,
+        subset: SubsetSpec | None = None,
+        download: bool = False,
+        pin_memory: bool = True,
+        val_fraction: float = 0.2,
+    ) -> None:
+        super().__init__(root, batch_size, eval_batch_size, num_workers, flip_p, subset, download, pin_memory)
+        self.val_fraction = val_fraction
+
+    def build_pool(self, split: str, transform: Callable | None) -> DigitsDataset:
+        return DigitsDataset(split, transform, self.val_fraction)
+
+    def train_transform(self) -> Callable:
+        return v2.Compose([v2.RandomCrop(8, padding=1), v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])

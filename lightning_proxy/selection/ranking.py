@@ -1,0 +1,126 @@
+"""Ranking files: per-example scores with provenance, readable with numpy alone.
+
+A ranking file is an ``.npz`` with three arrays:
+
+- ``indices``: example indices into the full training pool, highest score first;
+- ``scores``: ``scores[k]`` is the score of ``indices[k]`` (so it never increases);
+- ``metadata``: a JSON string (statistic, direction, model, epochs, seed, dataset, pool size
+  ``num_examples`` and ``fingerprint`` of the pool's targets, ...).
+
+Read it with ``np.load(path)`` or :func:`load_ranking`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REQUIRED_METADATA = ("statistic", "num_examples", "fingerprint")
+
+
+def pool_fingerprint(targets: Any) -> str:
+    """A cheap identity of a training pool: a hash of its targets in pool order (size included)."""
+    array = np.ascontiguousarray(np.asarray(targets, dtype=np.int64))
+    return hashlib.sha256(array.tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Pool indices in rank order (highest score first), their scores and the provenance."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_scores(cls, scores: Any, metadata: dict[str, Any], indices: Any = None) -> Ranking:
+        """Sort ``scores`` (of ``indices``, default ``arange(len(scores))``) highest first; ties by index."""
+        scores = np.asarray(scores, dtype=np.float64)
+        indices = np.arange(len(scores)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if scores.shape != indices.shape or scores.ndim != 1:
+            raise ValueError(f"scores {scores.shape} and indices {indices.shape} must be 1-D of one length")
+        if np.isnan(scores).any():
+            raise ValueError("scores contain NaN; a ranking needs a score for every example")
+        order = np.lexsort((indices, -scores))
+        return cls(indices=indices[order], scores=scores[order], metadata=dict(metadata))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def check_pool(self, num_examples: int, fingerprint: str, where: str = "this dataset") -> None:
+        """Refuse a ranking made on another pool (size or targets differ)."""
+        made_on = self.metadata.get("dataset", "an unnamed dataset")
+        if int(self.metadata["num_examples"]) != num_examples:
+            raise ValueError(
+                f"ranking was made on {made_on} with a pool of {self.metadata['num_examples']} examples, "
+                f"but {where} has {num_examples}: rank the same training pool you select from"
+            )
+        if self.metadata["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"ranking was made on {made_on} whose targets (fingerprint {self.metadata['fingerprint']}) "
+                f"differ from {where}'s (fingerprint {fingerprint}): the pool order or labels changed; "
+                "rank the same training pool you select from"
+            )
+
+
+def save_ranking(path: str | os.PathLike, ranking: Ranking) -> Path:
+    """Write atomically (temp file in the same folder, then rename), so a crash never leaves half a file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"ranking files end in .npz, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": 1, **ranking.metadata}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                indices=np.asarray(ranking.indices, dtype=np.int64),
+                scores=np.asarray(ranking.scores, dtype=np.float64),
+                metadata=np.array(json.dumps(metadata, sort_keys=True, default=str)),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_ranking(path: str | os.PathLike) -> Ranking:
+    """Read and validate a ranking file; a malformed or truncated file raises a ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ranking file {path} does not exist (callbacks write them under their dirpath)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"indices", "scores", "metadata"} - set(f.files)
+            if missing:
+                raise ValueError(f"it lacks the arrays {sorted(missing)}")
+            indices, scores = f["indices"], f["scores"]
+            metadata = json.loads(str(f["metadata"]))
+    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path} is not a readable ranking file (truncated or corrupt?): {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{path} is not a valid ranking file: {err}") from err
+    problems = [f"metadata lacks '{key}'" for key in REQUIRED_METADATA if key not in metadata]
+    if indices.ndim != 1 or scores.shape != indices.shape:
+        problems.append(f"indices {indices.shape} and scores {scores.shape} must be 1-D of one length")
+    elif not np.issubdtype(indices.dtype, np.integer):
+        problems.append(f"indices must be integers, got {indices.dtype}")
+    elif len(indices) and "num_examples" in metadata:
+        n = int(metadata["num_examples"])
+        if indices.min() < 0 or indices.max() >= n:
+            problems.append(f"indices fall outside the pool [0, {n})")
+        if len(np.unique(indices)) != len(indices):
+            problems.append("indices repeat")
+    if problems:
+        raise ValueError(f"{path} is not a valid ranking file: " + "; ".join(problems))
+    return Ranking(indices=indices.astype(np.int64), scores=scores.astype(np.float64), metadata=metadata)

@@ -1,0 +1,165 @@
+"""Subset rules: which examples of the full training pool a run trains on.
+
+Everything here works on pool indices (positions in the full training pool), so a subset of a subset,
+a shuffled loader or a DDP rank never changes which example an index names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lightning_proxy.selection.ranking import Ranking, load_ranking, pool_fingerprint
+
+
+@dataclass
+class SubsetSpec:
+    """Which part of the training pool to train on.
+
+    Rules combine in this order: ``classes`` restricts the pool (and validation) to some classes, with
+    labels remapped to ``0..k-1``; then exactly one of ``indices`` (an explicit list, e.g. active
+    learning's labelled set), ``ranking`` (keep the ``fraction`` or ``count`` with the highest or lowest
+    scores after skipping a ``skip`` band at that end) or a seeded random ``fraction`` / ``count``.
+    ``balanced`` takes the same fraction from every class.
+
+    Args:
+        fraction: share of the (class-restricted) pool to keep, in (0, 1].
+        count: number of examples to keep instead of a fraction.
+        classes: class names to keep, or a number of classes drawn with ``seed``.
+        ranking: path of a ranking file (``.npz``) made on this training pool.
+        keep: keep the ``highest`` or the ``lowest`` scores of the ranking.
+        skip: share of the pool dropped first at the kept end (e.g. 0.05 drops the top 5 % before keeping).
+        balanced: keep the same share of every class.
+        indices: explicit pool indices, or the path of a ``.npy``, ``.txt`` or ``.json`` file holding them.
+        seed: seed of the random draws (random fraction, class draw).
+    """
+
+    fraction: float = 1.0
+    count: int | None = None
+    classes: list[str] | int | None = None
+    ranking: str | None = None
+    keep: Literal["highest", "lowest"] = "highest"
+    skip: float = 0.0
+    balanced: bool = False
+    indices: list[int] | str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"subset.fraction must be in (0, 1], got {self.fraction}")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"subset.count must be a positive number of examples, got {self.count}")
+        if self.count is not None and self.fraction != 1.0:
+            raise ValueError("give subset.fraction or subset.count, not both")
+        if not 0.0 <= self.skip < 1.0:
+            raise ValueError(f"subset.skip must be in [0, 1), got {self.skip}")
+        if self.skip and self.ranking is None:
+            raise ValueError("subset.skip drops a band of a ranking: give subset.ranking too")
+        if self.count is None and self.skip + self.fraction > 1.0 + 1e-9:
+            raise ValueError(
+                f"subset.skip + subset.fraction = {self.skip + self.fraction:g} exceeds the pool; lower one"
+            )
+        if self.keep not in ("highest", "lowest"):
+            raise ValueError(f"subset.keep must be 'highest' or 'lowest', got {self.keep!r}")
+        if self.indices is not None and (self.ranking is not None or self.fraction != 1.0 or self.count):
+            raise ValueError("subset.indices is an explicit list: do not combine it with ranking/fraction/count")
+        if isinstance(self.classes, int) and not isinstance(self.classes, bool) and self.classes < 1:
+            raise ValueError(f"subset.classes as a number must be at least 1, got {self.classes}")
+
+    @property
+    def is_everything(self) -> bool:
+        return (
+            self.classes is None
+            and self.ranking is None
+            and self.indices is None
+            and self.count is None
+            and self.fraction == 1.0
+        )
+
+
+def choose_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:
+    """The kept class ids in ascending order (their new labels are their positions in this list)."""
+    if spec.classes is None:
+        return list(range(len(class_names)))
+    if isinstance(spec.classes, int):
+        if spec.classes > len(class_names):
+            raise ValueError(f"subset.classes={spec.classes} but the dataset has {len(class_names)} classes")
+        rng = np.random.default_rng(spec.seed)
+        return sorted(rng.permutation(len(class_names))[: spec.classes].tolist())
+    lookup = {name: i for i, name in enumerate(class_names)}
+    unknown = [name for name in spec.classes if name not in lookup]
+    if unknown:
+        raise ValueError(f"unknown class names {unknown}; the dataset's classes are {class_names}")
+    if len(set(spec.classes)) != len(spec.classes):
+        raise ValueError(f"subset.classes repeats a name: {spec.classes}")
+    return sorted(lookup[name] for name in spec.classes)
+
+
+def read_indices(source: list[int] | str | Path) -> np.ndarray:
+    """An explicit index list from a list or a ``.npy`` / ``.txt`` / ``.json`` file."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"subset.indices file {path} does not exist")
+        if path.suffix == ".npy":
+            values = np.load(path, allow_pickle=False)
+        elif path.suffix == ".json":
+            values = np.asarray(json.loads(path.read_text()))
+        else:
+            values = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    else:
+        values = np.asarray(source)
+    if values.ndim != 1 or (len(values) and not np.issubdtype(values.dtype, np.integer)):
+        raise ValueError(f"subset.indices must be a 1-D list of integers, got {values.dtype} {values.shape}")
+    return values.astype(np.int64)
+
+
+def _take(ordered: np.ndarray, skip: float, size: int, n_pool: int) -> np.ndarray:
+    """``size`` examples of an ordered candidate list after skipping the first ``skip`` share of the pool."""
+    start = round(skip * n_pool)
+    if start + size > n_pool:
+        raise ValueError(f"subset asks for {size} examples after skipping {start}, but the pool has {n_pool}")
+    if start + size > len(ordered):
+        raise ValueError(f"the ranking scores only {len(ordered)} of the {n_pool} candidates; it cannot supply {size}")
+    return ordered[start : start + max(size, 1)]
+
+
+def select_subset(
+    spec: SubsetSpec,
+    targets: np.ndarray,
+    class_names: list[str],
+    dataset_name: str = "this dataset",
+) -> np.ndarray:
+    """Sorted pool indices of the examples ``spec`` keeps, out of a pool with these ``targets``."""
+    targets = np.asarray(targets, dtype=np.int64)
+    n = len(targets)
+    kept_classes = choose_classes(spec, class_names)
+    in_classes = np.isin(targets, kept_classes)
+    if spec.indices is not None:
+        chosen = read_indices(spec.indices)
+        if len(chosen) and (chosen.min() < 0 or chosen.max() >= n):
+            raise ValueError(f"subset.indices fall outside the pool [0, {n}) of {dataset_name}")
+        if len(np.unique(chosen)) != len(chosen):
+            raise ValueError("subset.indices repeat an index")
+        return np.sort(chosen[in_classes[chosen]])
+    if spec.ranking is not None:
+        ranking = spec.ranking if isinstance(spec.ranking, Ranking) else load_ranking(spec.ranking)
+        ranking.check_pool(n, pool_fingerprint(targets), where=dataset_name)
+        ordered = ranking.indices if spec.keep == "highest" else ranking.indices[::-1]
+    else:
+        ordered = np.random.default_rng(spec.seed).permutation(n)
+    ordered = ordered[in_classes[ordered]]
+    n_kept = int(in_classes.sum())
+    share = spec.fraction if spec.count is None else spec.count / n_kept
+    if not spec.balanced:
+        size = spec.count if spec.count is not None else round(share * n_kept)
+        return np.sort(_take(ordered, spec.skip, size, n_kept))
+    parts = []
+    for c in kept_classes:
+        of_class = ordered[targets[ordered] == c]
+        parts.append(_take(of_class, spec.skip, round(share * len(of_class)), len(of_class)))
+    return np.sort(np.concatenate(parts))

@@ -1,0 +1,96 @@
+"""Every documented config, through the real command, on tiny data written in its real on-disk format."""
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fakedata import write_cifar, write_image_folders
+from lightning_proxy.cli import cli, main
+from lightning_proxy.datamodules.imagefolder import IMAGENETTE_CLASSES, IMAGEWOOF_CLASSES
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+TRAINING_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("coreset", "active", "sweep")))
+
+
+def fake_root(config: str, tmp_path: Path) -> Path:
+    """Write the tiny dataset ``config`` reads and return its --data.root."""
+    if config.startswith("cifar100"):
+        write_cifar(tmp_path, num_classes=100, train_per_class=1, test_per_class=1)
+    elif config.startswith("cifar10"):
+        write_cifar(tmp_path, num_classes=10, train_per_class=2, test_per_class=1)
+    elif config.startswith("imagenette"):
+        write_image_folders(tmp_path / "imagenette2-160", list(IMAGENETTE_CLASSES), {"train": 1, "val": 1})
+    elif config.startswith("imagewoof"):
+        write_image_folders(tmp_path / "imagewoof2-160", list(IMAGEWOOF_CLASSES), {"train": 1, "val": 1})
+    elif config.startswith("imagenet"):
+        wnids = [f"n{i:08d}" for i in range(1000)]
+        write_image_folders(tmp_path, wnids, {"train": 1, "val": 1}, size=(8, 8))
+    return tmp_path
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS)
+def test_config_prints(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["arch"] == yaml.safe_load((CONFIGS / config).read_text())["model"]["arch"]
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS)
+def test_config_fits_one_batch(config, tmp_path):
+    root = fake_root(config, tmp_path / "data")
+    args = ["fit", "--config", str(CONFIGS / config), "--trainer.fast_dev_run", "1", "--trainer.precision", "32-true",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger", "false", "--data.batch_size", "2", "--data.num_workers", "0"]
+    if config != "digits.yaml":
+        args += ["--data.root", str(root)]
+    if config.startswith(("imagenet", "imagenette", "imagewoof")):
+        args += ["--data.image_size", "32"]
+    run = cli(args)
+    assert run.trainer.state.finished
+    assert run.model.hparams.num_classes == run.datamodule.num_classes  # linked from the data
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--model.arch", "--model.lr", "--model.label_smoothing", "--data", "--trainer.precision"):
+        assert option in out
+    with pytest.raises(SystemExit):
+        main(["fit", "--data", "lightning_proxy.datamodules.DigitsDataModule", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--data.subset.fraction", "--data.subset.ranking", "--data.subset.keep", "--data.flip_p"):
+        assert option in out
+
+
+def test_digits_subset_from_the_command_line(tmp_path):
+    run = cli(["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.max_epochs", "1",
+               "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+               "--data.subset.classes", "[1, 4, 7]", "--data.subset.fraction", "0.5", "--trainer.enable_progress_bar",
+               "false"])
+    dm = run.datamodule
+    assert run.model.hparams.num_classes == 3
+    assert len(dm.train_indices) == round(0.5 * sum(t in (1, 4, 7) for t in dm.targets))
+    rows = list(csv.DictReader(open(next(Path(tmp_path).rglob("metrics.csv")))))
+    assert any(row.get("val/acc_best") for row in rows)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--data.subset.fraction", "1.5"], r"\(0, 1\]"),
+        (["--model.arch", "resnet9000"], "resnet9000"),
+        (["--data.subset.classes", "[ten]"], "unknown class names"),
+    ],
+)
+def test_bad_input_fails_before_training_with_a_clear_message(override, message, tmp_path, capsys):
+    with pytest.raises((ValueError, SystemExit)) as err:
+        cli(["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.default_root_dir", str(tmp_path),
+             "--trainer.logger", "false", *override])
+    text = str(err.value) + capsys.readouterr().err
+    assert re.search(message, text), text

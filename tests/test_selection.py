@@ -1,0 +1,177 @@
+import json
+
+import numpy as np
+import pytest
+
+from lightning_proxy.selection import Ranking, SubsetSpec, load_ranking, pool_fingerprint, save_ranking
+from lightning_proxy.selection.subset import select_subset
+
+TARGETS = np.array([0, 1] * 10)  # 20 examples, two classes alternating
+CLASSES = ["even", "odd"]
+
+
+def ranking_file(tmp_path, scores, targets=TARGETS, name="r.npz", **meta):
+    metadata = {
+        "statistic": "loss",
+        "num_examples": len(targets),
+        "fingerprint": pool_fingerprint(targets),
+        "dataset": "toy",
+        **meta,
+    }
+    return save_ranking(tmp_path / name, Ranking.from_scores(scores, metadata))
+
+
+def test_from_scores_orders_highest_first_ties_by_index():
+    r = Ranking.from_scores([0.5, 2.0, 0.5, np.inf], {"statistic": "x"})
+    assert r.indices.tolist() == [3, 1, 0, 2]
+    assert r.scores.tolist() == [np.inf, 2.0, 0.5, 0.5]
+
+
+def test_round_trip_and_plain_numpy(tmp_path):
+    path = ranking_file(tmp_path, np.arange(20.0)[::-1], model="m")
+    loaded = load_ranking(path)
+    assert loaded.indices.tolist() == list(range(20))
+    assert loaded.metadata["model"] == "m" and loaded.metadata["num_examples"] == 20
+    with np.load(path) as f:  # readable without this library
+        assert json.loads(str(f["metadata"]))["statistic"] == "loss"
+        assert f["scores"][0] == 19.0
+    assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temp file left behind
+
+
+def test_truncated_file_is_refused_with_its_name(tmp_path):
+    path = ranking_file(tmp_path, np.arange(20.0))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="r.npz"):
+        load_ranking(path)
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"indices": np.arange(3), "scores": np.zeros(3)}, "lacks the arrays"),
+        ({"indices": np.arange(3), "scores": np.zeros(2), "metadata": "{}"}, "metadata lacks"),
+        (
+            {"indices": np.array([0, 5]), "scores": np.zeros(2), "metadata": json.dumps(
+                {"statistic": "s", "num_examples": 3, "fingerprint": "f"})},
+            "outside the pool",
+        ),
+        (
+            {"indices": np.array([1, 1]), "scores": np.zeros(2), "metadata": json.dumps(
+                {"statistic": "s", "num_examples": 3, "fingerprint": "f"})},
+            "repeat",
+        ),
+    ],
+)
+def test_malformed_files_are_refused(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_ranking(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        load_ranking(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fraction": 0.0}, r"\(0, 1\]"),
+        ({"fraction": 1.5}, r"\(0, 1\]"),
+        ({"fraction": -0.1}, r"\(0, 1\]"),
+        ({"count": 0}, "positive"),
+        ({"count": 5, "fraction": 0.5}, "not both"),
+        ({"skip": 0.1}, "give subset.ranking"),
+        ({"skip": 0.6, "fraction": 0.5, "ranking": "r.npz"}, "exceeds"),
+        ({"indices": [1, 2], "fraction": 0.5}, "explicit"),
+        ({"classes": 0}, "at least 1"),
+    ],
+)
+def test_bad_specs_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SubsetSpec(**kwargs)
+
+
+def test_random_fraction_is_seeded():
+    a = select_subset(SubsetSpec(fraction=0.3, seed=1), TARGETS, CLASSES)
+    b = select_subset(SubsetSpec(fraction=0.3, seed=1), TARGETS, CLASSES)
+    c = select_subset(SubsetSpec(fraction=0.3, seed=2), TARGETS, CLASSES)
+    assert len(a) == 6 and a.tolist() == b.tolist() and a.tolist() != c.tolist()
+    assert len(np.unique(a)) == 6 and a.min() >= 0 and a.max() < 20
+    assert len(select_subset(SubsetSpec(count=7), TARGETS, CLASSES)) == 7
+    assert select_subset(SubsetSpec(), TARGETS, CLASSES).tolist() == list(range(20))
+
+
+@pytest.mark.parametrize(
+    "keep, fraction, skip, expected",
+    [
+        ("highest", 0.15, 0.0, [17, 18, 19]),
+        ("highest", 0.15, 0.1, [15, 16, 17]),  # drop the top 2 first
+        ("lowest", 0.1, 0.0, [0, 1]),
+        ("lowest", 0.1, 0.05, [1, 2]),
+    ],
+)
+def test_ranking_keep_and_band(tmp_path, keep, fraction, skip, expected):
+    path = ranking_file(tmp_path, np.arange(20.0))  # example i scores i
+    spec = SubsetSpec(ranking=str(path), keep=keep, fraction=fraction, skip=skip)
+    assert select_subset(spec, TARGETS, CLASSES).tolist() == expected
+
+
+def test_ranking_balanced_takes_the_same_share_of_every_class(tmp_path):
+    scores = np.where(TARGETS == 0, 100.0, 0.0) + np.arange(20)  # class 0 dominates the top
+    path = ranking_file(tmp_path, scores)
+    plain = select_subset(SubsetSpec(ranking=str(path), fraction=0.4), TARGETS, CLASSES)
+    balanced = select_subset(SubsetSpec(ranking=str(path), fraction=0.4, balanced=True), TARGETS, CLASSES)
+    assert set(TARGETS[plain]) == {0}
+    assert np.bincount(TARGETS[balanced]).tolist() == [4, 4]
+    assert balanced.tolist() == [12, 13, 14, 15, 16, 17, 18, 19]
+
+
+def test_random_balanced():
+    targets = np.array([0] * 30 + [1] * 10)
+    kept = select_subset(SubsetSpec(fraction=0.5, balanced=True), targets, CLASSES)
+    assert np.bincount(targets[kept]).tolist() == [15, 5]
+
+
+def test_classes_by_name_and_by_count():
+    targets = np.arange(12) % 4
+    names = ["a", "b", "c", "d"]
+    kept = select_subset(SubsetSpec(classes=["d", "b"]), targets, names)
+    assert set(targets[kept]) == {1, 3} and len(kept) == 6
+    drawn = select_subset(SubsetSpec(classes=2, seed=3), targets, names)
+    assert len(set(targets[drawn])) == 2 and len(drawn) == 6
+    with pytest.raises(ValueError, match=r"unknown class names \['z'\].*\['a', 'b', 'c', 'd'\]"):
+        select_subset(SubsetSpec(classes=["z"]), targets, names)
+
+
+def test_classes_then_fraction_is_a_share_of_the_kept_classes():
+    targets = np.arange(40) % 4
+    kept = select_subset(SubsetSpec(classes=["a", "b"], fraction=0.5), targets, ["a", "b", "c", "d"])
+    assert len(kept) == 10 and set(targets[kept]) <= {0, 1}
+
+
+@pytest.mark.parametrize("form", ["list", "npy", "txt", "json"])
+def test_explicit_indices(tmp_path, form):
+    wanted = [7, 2, 11]
+    source = {
+        "list": lambda: wanted,
+        "npy": lambda: (np.save(tmp_path / "i.npy", wanted), str(tmp_path / "i.npy"))[1],
+        "txt": lambda: ((tmp_path / "i.txt").write_text("7\n2\n11\n"), str(tmp_path / "i.txt"))[1],
+        "json": lambda: ((tmp_path / "i.json").write_text("[7, 2, 11]"), str(tmp_path / "i.json"))[1],
+    }[form]()
+    assert select_subset(SubsetSpec(indices=source), TARGETS, CLASSES).tolist() == [2, 7, 11]
+
+
+def test_explicit_indices_out_of_range():
+    with pytest.raises(ValueError, match="outside the pool"):
+        select_subset(SubsetSpec(indices=[3, 25]), TARGETS, CLASSES)
+
+
+def test_ranking_from_another_pool_is_refused(tmp_path):
+    other = ranking_file(tmp_path, np.arange(30.0), targets=np.zeros(30, dtype=int), name="big.npz")
+    with pytest.raises(ValueError, match="pool of 30 examples.*has 20"):
+        select_subset(SubsetSpec(ranking=str(other), fraction=0.5), TARGETS, CLASSES)
+    shuffled = ranking_file(tmp_path, np.arange(20.0), targets=TARGETS[::-1], name="shuffled.npz")
+    with pytest.raises(ValueError, match="fingerprint"):
+        select_subset(SubsetSpec(ranking=str(shuffled), fraction=0.5), TARGETS, CLASSES)
