@@ -158,7 +158,10 @@ class ClassificationModule(L.LightningModule):
         for p in self.model.parameters():
             if p.requires_grad:
                 (decay if p.ndim > 1 or hp.decay_norm_and_bias else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": hp.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         if hp.optimizer == "adam":
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.momentum, hp.beta2), eps=hp.eps)
         elif hp.optimizer == "sgd":

@@ -82,8 +82,8 @@ def write_cifar(
         folder = Path(root) / "cifar-100-python"
         folder.mkdir(parents=True, exist_ok=True)
         for name, (data, labels) in (("train", train), ("test", test)):
-            labels_ = {b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist()}
-            dump(folder / name, batch(name, data, labels) | labels_)
+            both = {b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist()}
+            dump(folder / name, batch(name, data, labels) | both)
         names = {b"fine_label_names": [f"class_{c:02d}".encode() for c in range(100)]}
         dump(folder / "meta", names | {b"coarse_label_names": [f"super_{c:02d}".encode() for c in range(20)]})
     return folder

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fakedata import write_cifar, write_image_folders
+
 from lightning_proxy.cli import cli, main
 from lightning_proxy.datamodules.imagefolder import IMAGENETTE_CLASSES, IMAGEWOOF_CLASSES
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-TRAINING_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("coreset", "active", "sweep")))
+TRAINING_CONFIGS = sorted(
+    p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("coreset", "active", "sweep"))
+)
 
 
 def fake_root(config: str, tmp_path: Path) -> Path:
@@ -43,9 +45,27 @@ def test_config_prints(config, capsys):
 @pytest.mark.parametrize("config", TRAINING_CONFIGS)
 def test_config_fits_one_batch(config, tmp_path):
     root = fake_root(config, tmp_path / "data")
-    args = ["fit", "--config", str(CONFIGS / config), "--trainer.fast_dev_run", "1", "--trainer.precision", "32-true",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.logger", "false", "--data.batch_size", "2", "--data.num_workers", "0"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / config),
+        "--trainer.fast_dev_run",
+        "1",
+        "--trainer.precision",
+        "32-true",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger",
+        "false",
+        "--data.batch_size",
+        "2",
+        "--data.num_workers",
+        "0",
+    ]
     if config != "digits.yaml":
         args += ["--data.root", str(root)]
     if config.startswith(("imagenet", "imagenette", "imagewoof")):
@@ -62,21 +82,37 @@ def test_help_lists_every_option(capsys):
     for option in ("--model.arch", "--model.lr", "--model.label_smoothing", "--data", "--trainer.precision"):
         assert option in out
     with pytest.raises(SystemExit):
-        main(["fit", "--data", "lightning_proxy.datamodules.DigitsDataModule", "--help"])
+        main(["fit", "--data.help", "lightning_proxy.datamodules.DigitsDataModule"])
     out = capsys.readouterr().out
     for option in ("--data.subset.fraction", "--data.subset.ranking", "--data.subset.keep", "--data.flip_p"):
         assert option in out
 
 
 def test_digits_subset_from_the_command_line(tmp_path):
-    run = cli(["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.max_epochs", "1",
-               "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
-               "--data.subset.classes", "[1, 4, 7]", "--data.subset.fraction", "0.5", "--trainer.enable_progress_bar",
-               "false"])
+    run = cli(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "digits.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--data.subset.classes",
+            "[1, 4, 7]",
+            "--data.subset.fraction",
+            "0.5",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     dm = run.datamodule
     assert run.model.hparams.num_classes == 3
     assert len(dm.train_indices) == round(0.5 * sum(t in (1, 4, 7) for t in dm.targets))
-    rows = list(csv.DictReader(open(next(Path(tmp_path).rglob("metrics.csv")))))
+    with open(next(Path(tmp_path).rglob("metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
     assert any(row.get("val/acc_best") for row in rows)
 
 
@@ -85,12 +121,23 @@ def test_digits_subset_from_the_command_line(tmp_path):
     [
         (["--data.subset.fraction", "1.5"], r"\(0, 1\]"),
         (["--model.arch", "resnet9000"], "resnet9000"),
-        (["--data.subset.classes", "[ten]"], "unknown class names"),
+        (["--data.subset.classes", "[ten, 3]"], "unknown class names"),
+        (["--data.subset.classes", "[3]"], "at least 2"),
     ],
 )
 def test_bad_input_fails_before_training_with_a_clear_message(override, message, tmp_path, capsys):
     with pytest.raises((ValueError, SystemExit)) as err:
-        cli(["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.default_root_dir", str(tmp_path),
-             "--trainer.logger", "false", *override])
+        cli(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "digits.yaml"),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--trainer.logger",
+                "false",
+                *override,
+            ]
+        )
     text = str(err.value) + capsys.readouterr().err
     assert re.search(message, text), text

@@ -56,8 +56,12 @@ def test_ranking_subset_through_the_datamodule(tmp_path):
 
 def test_ranking_from_another_dataset_is_refused_before_training(tmp_path):
     other_targets = np.zeros(1437, dtype=np.int64)
-    meta = {"statistic": "loss", "num_examples": 1437, "fingerprint": pool_fingerprint(other_targets),
-            "dataset": "cifar10"}
+    meta = {
+        "statistic": "loss",
+        "num_examples": 1437,
+        "fingerprint": pool_fingerprint(other_targets),
+        "dataset": "cifar10",
+    }
     path = save_ranking(tmp_path / "loss.npz", Ranking.from_scores(np.arange(1437.0), meta))
     dm = DigitsDataModule(subset=SubsetSpec(ranking=str(path), fraction=0.5))
     with pytest.raises(ValueError, match="cifar10.*fingerprint"):
@@ -72,8 +76,7 @@ def test_bad_datamodule_arguments():
 
 
 def test_ddp_two_processes_see_every_subset_example_once_per_epoch(tmp_path):
-    subprocess.run([sys.executable, str(SCRIPTS / "ddp_subset_coverage.py"), str(tmp_path)], check=True,
-                   timeout=300)
+    subprocess.run([sys.executable, str(SCRIPTS / "ddp_subset_coverage.py"), str(tmp_path)], check=True, timeout=1500)
     subset = np.load(tmp_path / "subset.npy")
     targets = np.load(tmp_path / "targets.npy")
     assert len(set(targets[subset].tolist())) == 7

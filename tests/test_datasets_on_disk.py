@@ -215,6 +215,9 @@ def test_corrupt_image_is_named(tmp_path):
     pool[4]
     with pytest.raises(ValueError, match=f"{bad}.*corrupt"):
         pool[5]
+    os.remove(pool.path(6))
+    with pytest.raises(FileNotFoundError, match=os.path.basename(pool.path(6))):
+        pool[6]
 
 
 def test_foreign_class_folders_are_refused(tmp_path):

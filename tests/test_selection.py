@@ -51,13 +51,19 @@ def test_truncated_file_is_refused_with_its_name(tmp_path):
         ({"indices": np.arange(3), "scores": np.zeros(3)}, "lacks the arrays"),
         ({"indices": np.arange(3), "scores": np.zeros(2), "metadata": "{}"}, "metadata lacks"),
         (
-            {"indices": np.array([0, 5]), "scores": np.zeros(2), "metadata": json.dumps(
-                {"statistic": "s", "num_examples": 3, "fingerprint": "f"})},
+            {
+                "indices": np.array([0, 5]),
+                "scores": np.zeros(2),
+                "metadata": json.dumps({"statistic": "s", "num_examples": 3, "fingerprint": "f"}),
+            },
             "outside the pool",
         ),
         (
-            {"indices": np.array([1, 1]), "scores": np.zeros(2), "metadata": json.dumps(
-                {"statistic": "s", "num_examples": 3, "fingerprint": "f"})},
+            {
+                "indices": np.array([1, 1]),
+                "scores": np.zeros(2),
+                "metadata": json.dumps({"statistic": "s", "num_examples": 3, "fingerprint": "f"}),
+            },
             "repeat",
         ),
     ],
@@ -85,7 +91,8 @@ def test_missing_file(tmp_path):
         ({"skip": 0.1}, "give subset.ranking"),
         ({"skip": 0.6, "fraction": 0.5, "ranking": "r.npz"}, "exceeds"),
         ({"indices": [1, 2], "fraction": 0.5}, "explicit"),
-        ({"classes": 0}, "at least 1"),
+        ({"classes": 1}, "at least 2"),
+        ({"classes": ["cat"]}, "at least 2"),
     ],
 )
 def test_bad_specs_are_refused(kwargs, message):
@@ -142,7 +149,7 @@ def test_classes_by_name_and_by_count():
     drawn = select_subset(SubsetSpec(classes=2, seed=3), targets, names)
     assert len(set(targets[drawn])) == 2 and len(drawn) == 6
     with pytest.raises(ValueError, match=r"unknown class names \['z'\].*\['a', 'b', 'c', 'd'\]"):
-        select_subset(SubsetSpec(classes=["z"]), targets, names)
+        select_subset(SubsetSpec(classes=["z", "a"]), targets, names)
 
 
 def test_classes_then_fraction_is_a_share_of_the_kept_classes():

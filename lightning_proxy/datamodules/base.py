@@ -8,6 +8,7 @@ subsets, transforms, loaders, the scoring loader) lives here.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -22,17 +23,21 @@ from lightning_proxy.selection.subset import SubsetSpec, choose_classes, select_
 
 
 class PoolDataset(Protocol):
-    """What :meth:`PoolDataModule.build_pool` returns: ``(image, label)`` items plus labels and names."""
+    """What :meth:`PoolDataModule.build_pool` returns: ``(image, label)`` items plus labels and names.
+
+    ``transform`` is an attribute so one loaded pool can serve training and scoring with two transforms.
+    """
 
     targets: np.ndarray
     classes: list[str]
+    transform: Callable | None
 
     def __len__(self) -> int: ...
     def __getitem__(self, i: int) -> tuple[Any, int]: ...
 
 
 class IndexedDataset(Dataset):
-    """Item ``i`` of ``dataset`` with its index appended: ``(*item, i)``, or ``{**item, "index": i}`` for dicts.
+    """Item ``i`` of ``dataset`` with its index appended: ``(*item, i)``, or ``{**item, "index": i}``.
 
     The index is the position in the wrapped dataset (the full pool), so a ``Subset``, a shuffle or a DDP
     sampler on top keeps naming the same example. ``target_map`` remaps labels of tuple items (class
@@ -145,9 +150,10 @@ class PoolDataModule(L.LightningDataModule):
 
     @property
     def score_pool(self) -> PoolDataset:
-        """The full training pool without augmentation, for scoring passes."""
+        """The full training pool without augmentation, for scoring passes (shares the loaded data)."""
         if self._score_pool is None:
-            self._score_pool = self.build_pool("train", self.eval_transform())
+            self._score_pool = copy.copy(self.train_pool)
+            self._score_pool.transform = self.eval_transform()
         return self._score_pool
 
     @property
@@ -163,7 +169,8 @@ class PoolDataModule(L.LightningDataModule):
         if self.train_indices is not None:
             return
         self.class_ids = choose_classes(self.subset, list(self.train_pool.classes))
-        self.train_indices = select_subset(self.subset, self.targets, list(self.train_pool.classes), self.name)
+        classes = list(self.train_pool.classes)
+        self.train_indices = select_subset(self.subset, self.targets, classes, self.name)
         if len(self.train_indices) == 0:
             raise ValueError(f"the subset {self.subset} keeps no example of {self.name}")
         self._val_set = self.build_pool("val", self.eval_transform())

@@ -106,9 +106,7 @@ class CIFARDataset(Dataset):
         meta_path = folder / release.meta_file
         names = _load_pickle(meta_path, (release.names_key,))[release.names_key]
         if len(names) != release.num_classes:
-            raise ValueError(
-                f"{meta_path} names {len(names)} classes, {release.name} has {release.num_classes}"
-            )
+            raise ValueError(f"{meta_path} names {len(names)} classes, {release.name} has {release.num_classes}")
         self.classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         images, labels = [], []
         for name in release.train_files if split == "train" else release.test_files:
@@ -152,9 +150,7 @@ class _CIFARDataModule(PoolDataModule):
         return CIFARDataset(self.root, split, transform, self.release)
 
     def train_transform(self) -> Callable:
-        return v2.Compose(
-            [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(self.flip_p), *self._to_float()]
-        )
+        return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])
 
 
 class CIFAR10DataModule(_CIFARDataModule):

@@ -71,4 +71,5 @@ class DigitsDataModule(PoolDataModule):
         return DigitsDataset(split, transform, self.val_fraction)
 
     def train_transform(self) -> Callable:
-        return v2.Compose([v2.RandomCrop(8, padding=1), v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])
+        shift = v2.RandomCrop(8, padding=1)
+        return v2.Compose([shift, v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])

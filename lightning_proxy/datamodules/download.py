@@ -10,9 +10,7 @@ from urllib.parse import urlparse
 from torchvision.datasets.utils import download_and_extract_archive
 
 
-def download_and_verify(
-    url: str, root: str | Path, md5: str | None = None, remove_archive: bool = True
-) -> None:
+def download_and_verify(url: str, root: str | Path, md5: str | None = None, remove_archive: bool = True) -> None:
     """Download ``url`` into ``root`` and extract it there, checking the archive's md5 when one is given.
 
     Without a checksum torchvision trusts any file already at the archive's path, so a leftover from an
@@ -38,7 +36,5 @@ def missing_dataset_error(name: str, path: str | Path, layout: str, how_to_get: 
     """A ``FileNotFoundError`` saying which path was looked at, what should be there and how to get it."""
     layout = textwrap.indent(textwrap.dedent(layout).strip("\n"), "    ")
     return FileNotFoundError(
-        f"{name}: {Path(path).absolute()} does not exist.\n"
-        f"Expected layout:\n{layout}\n"
-        f"To get it: {how_to_get}"
+        f"{name}: {Path(path).absolute()} does not exist.\nExpected layout:\n{layout}\nTo get it: {how_to_get}"
     )

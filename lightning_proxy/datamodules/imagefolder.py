@@ -55,7 +55,8 @@ class ImageFolderDataset(Dataset):
 
     Files are sorted within each class so the pool order (which ranking files refer to) is the same on
     every machine. Paths are kept in one numpy bytes array, not a list of Python strings, so loader
-    workers do not copy them page by page as reference counts change.
+    workers do not copy them page by page as reference counts change. Files are read in Python so that a
+    missing file raises ``FileNotFoundError`` and only undecodable bytes are reported as corrupt.
 
     Args:
         root: folder holding the split folders.
@@ -79,13 +80,10 @@ class ImageFolderDataset(Dataset):
         targets: list[int] = []
         for label, wnid in enumerate(self.wnids):
             with os.scandir(self.split_dir / wnid) as entries:
-                names = sorted(
-                    e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
-                )
+                names = sorted(e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
             if not names:
                 raise FileNotFoundError(
-                    f"class folder {(self.split_dir / wnid).absolute()} holds no image "
-                    f"({', '.join(IMAGE_EXTENSIONS)})"
+                    f"class folder {(self.split_dir / wnid).absolute()} holds no image ({', '.join(IMAGE_EXTENSIONS)})"
                 )
             files += [f"{wnid}/{name}" for name in names]
             targets += [label] * len(names)
@@ -102,8 +100,9 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path = self.path(i)
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
         try:
-            image = decode_image(path, mode=ImageReadMode.RGB)
+            image = decode_image(data, mode=ImageReadMode.RGB)
         except RuntimeError as error:
             raise ValueError(
                 f"could not decode image {path} ({error}); the file is corrupt: download the dataset "
@@ -256,10 +255,7 @@ class ImagenetteDataModule(_ImageFolderDataModule):
         )
 
     def how_to_get(self) -> str:
-        return (
-            f"pass --data.download true, or download {self.url} and extract it into "
-            f"{Path(self.root).absolute()}"
-        )
+        return f"pass --data.download true, or download {self.url} and extract it into {Path(self.root).absolute()}"
 
     def prepare_data(self) -> None:
         if self.download and not all((self.data_dir / split).is_dir() for split in ("train", "val")):

@@ -64,9 +64,7 @@ def _call(arch: str, builder: Callable[..., Classifier], **kwargs) -> Classifier
         signature.bind(**kwargs)
     except TypeError as err:
         accepted = ", ".join(p for p in signature.parameters if p not in ("num_classes", "in_channels"))
-        raise TypeError(
-            f"Invalid arguments for model {arch!r}: {err}. Accepted keyword arguments: {accepted}"
-        ) from err
+        raise TypeError(f"Invalid arguments for model {arch!r}: {err}. Accepted keyword arguments: {accepted}") from err
     return builder(**kwargs)
 
 
@@ -142,7 +140,5 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, **kwargs) -> 
         builder = partial(preact_resnet, int(match.group(1)))
     else:
         known = available_models()
-        raise ValueError(
-            f"Unknown model {arch!r}.{_suggest(arch, known)} Available models: {', '.join(known)}"
-        )
+        raise ValueError(f"Unknown model {arch!r}.{_suggest(arch, known)} Available models: {', '.join(known)}")
     return _call(arch, builder, num_classes=num_classes, in_channels=in_channels, **kwargs)

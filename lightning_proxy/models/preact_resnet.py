@@ -84,16 +84,12 @@ def resolve_block(depth: int, block: str | None = None) -> str:
     and 164 and above bottlenecks, following He et al.: ResNet20/56/110 basic, ResNet164/1001 bottleneck.
     """
     fits = {name: depth > 2 and (depth - 2) % (3 * cls.convs) == 0 for name, cls in BLOCKS.items()}
-    valid = (
-        "6n+2 with basic blocks (8, 14, 20, 32, 44, 56, 110, ...) or 9n+2 with bottlenecks (11, 29, 164, ...)"
-    )
+    valid = "6n+2 with basic blocks (8, 14, 20, 32, 44, 56, 110, ...) or 9n+2 with bottlenecks (11, 29, 164, ...)"
     if block is not None:
         if block not in BLOCKS:
             raise ValueError(f"Unknown block {block!r}; expected one of {sorted(BLOCKS)}")
         if not fits[block]:
-            raise ValueError(
-                f"Depth {depth} is invalid for {block} blocks: depth must be {3 * BLOCKS[block].convs}n+2"
-            )
+            raise ValueError(f"Depth {depth} is invalid for {block} blocks: depth must be {3 * BLOCKS[block].convs}n+2")
         return block
     if fits["basic"] and (depth < 164 or not fits["bottleneck"]):
         return "basic"

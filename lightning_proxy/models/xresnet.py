@@ -75,16 +75,12 @@ class XResNet(nn.Sequential):
         if len(stem_widths) != 2:
             raise ValueError(f"stem_widths must be two ints, got {stem_widths!r}")
         stem_sizes = [in_channels, *stem_widths, 64]
-        stem = [
-            conv_bn(stem_sizes[i], stem_sizes[i + 1], 3, stride=2 if i == 0 else 1, act=act) for i in range(3)
-        ]
+        stem = [conv_bn(stem_sizes[i], stem_sizes[i + 1], 3, stride=2 if i == 0 else 1, act=act) for i in range(3)]
         stages, in_ch = [], 64
         for i, (planes, n_blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             blocks = []
             for j in range(n_blocks):
-                blocks.append(
-                    XResBlock(expansion, in_ch, planes, stride=2 if i > 0 and j == 0 else 1, act=act)
-                )
+                blocks.append(XResBlock(expansion, in_ch, planes, stride=2 if i > 0 and j == 0 else 1, act=act))
                 in_ch = planes * expansion
             stages.append(nn.Sequential(*blocks))
         super().__init__(
@@ -100,9 +96,7 @@ class XResNet(nn.Sequential):
                 nn.init.kaiming_normal_(m.weight)
 
 
-def _xresnet(
-    expansion: int, layers: Sequence[int], num_classes: int, in_channels: int, **kwargs
-) -> Classifier:
+def _xresnet(expansion: int, layers: Sequence[int], num_classes: int, in_channels: int, **kwargs) -> Classifier:
     backbone = XResNet(expansion, layers, in_channels, **kwargs)
     head = nn.Linear(backbone.num_features, num_classes)
     nn.init.kaiming_normal_(head.weight)

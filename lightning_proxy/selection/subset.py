@@ -29,7 +29,8 @@ class SubsetSpec:
     Args:
         fraction: share of the (class-restricted) pool to keep, in (0, 1].
         count: number of examples to keep instead of a fraction.
-        classes: class names to keep, or a number of classes drawn with ``seed``.
+        classes: class names to keep (numbers are read as names, e.g. digits' ``[1, 4, 7]``), or a number
+            of classes drawn with ``seed``; at least two, as a classifier needs.
         ranking: path of a ranking file (``.npz``) made on this training pool.
         keep: keep the ``highest`` or the ``lowest`` scores of the ranking.
         skip: share of the pool dropped first at the kept end (e.g. 0.05 drops the top 5 % before keeping).
@@ -40,7 +41,7 @@ class SubsetSpec:
 
     fraction: float = 1.0
     count: int | None = None
-    classes: list[str] | int | None = None
+    classes: list[str | int] | int | None = None
     ranking: str | None = None
     keep: Literal["highest", "lowest"] = "highest"
     skip: float = 0.0
@@ -67,8 +68,12 @@ class SubsetSpec:
             raise ValueError(f"subset.keep must be 'highest' or 'lowest', got {self.keep!r}")
         if self.indices is not None and (self.ranking is not None or self.fraction != 1.0 or self.count):
             raise ValueError("subset.indices is an explicit list: do not combine it with ranking/fraction/count")
-        if isinstance(self.classes, int) and not isinstance(self.classes, bool) and self.classes < 1:
-            raise ValueError(f"subset.classes as a number must be at least 1, got {self.classes}")
+        if isinstance(self.classes, int) and self.classes < 2:
+            raise ValueError(f"subset.classes must keep at least 2 classes, got {self.classes}")
+        if isinstance(self.classes, list):
+            if len(self.classes) < 2:
+                raise ValueError(f"subset.classes must name at least 2 classes, got {self.classes}")
+            self.classes = [str(name) for name in self.classes]
 
     @property
     def is_everything(self) -> bool:
