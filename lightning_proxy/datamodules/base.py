@@ -9,6 +9,7 @@ subsets, transforms, loaders, the scoring loader) lives here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -87,7 +88,7 @@ class PoolDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 4,
         flip_p: float = 0.5,
-        subset: SubsetSpec | None = None,
+        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
         download: bool = False,
         pin_memory: bool = True,
     ) -> None:
@@ -101,7 +102,7 @@ class PoolDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.num_workers = num_workers
         self.flip_p = flip_p
-        self.subset = subset if subset is not None else SubsetSpec()
+        self.subset = dataclasses.replace(subset)
         self.download = download
         self.pin_memory = pin_memory
         self.save_hyperparameters()

@@ -59,7 +59,7 @@ class DigitsDataModule(PoolDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         flip_p: float = 0.0,
-        subset: SubsetSpec | None = None,
+        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
         download: bool = False,
         pin_memory: bool = True,
         val_fraction: float = 0.2,

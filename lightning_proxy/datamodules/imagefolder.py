@@ -129,7 +129,7 @@ class _ImageFolderDataModule(PoolDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 8,
         flip_p: float = 0.5,
-        subset: SubsetSpec | None = None,
+        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
         download: bool = False,
         pin_memory: bool = True,
         image_size: int = 128,
@@ -222,7 +222,7 @@ class ImagenetteDataModule(_ImageFolderDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 8,
         flip_p: float = 0.5,
-        subset: SubsetSpec | None = None,
+        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
         download: bool = False,
         pin_memory: bool = True,
         image_size: int = 128,
@@ -297,7 +297,7 @@ class ImageNetDataModule(_ImageFolderDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 8,
         flip_p: float = 0.5,
-        subset: SubsetSpec | None = None,
+        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
         download: bool = False,
         pin_memory: bool = True,
         image_size: int = 224,
