@@ -37,6 +37,23 @@ class PoolDataset(Protocol):
     def __getitem__(self, i: int) -> tuple[Any, int]: ...
 
 
+class InMemoryImages(Dataset):
+    """Images held as one uint8 N x C x H x W tensor with their labels: datasets small enough for memory."""
+
+    def __init__(self, images: torch.Tensor, targets: np.ndarray, classes: list[str], transform: Callable | None):
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i]
+        return (self.transform(image) if self.transform else image), int(self.targets[i])
+
+
 class IndexedDataset(Dataset):
     """Item ``i`` of ``dataset`` with its index appended: ``(*item, i)``, or ``{**item, "index": i}``.
 

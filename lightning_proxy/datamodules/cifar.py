@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.base import PoolDataModule
+from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
 
 
@@ -91,7 +90,7 @@ def _load_pickle(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, Any]:
     return content
 
 
-class CIFARDataset(Dataset):
+class CIFARDataset(InMemoryImages):
     """One split (``train``: the training batches, ``val``: the test batch) as uint8 3x32x32 images."""
 
     def __init__(
@@ -107,7 +106,7 @@ class CIFARDataset(Dataset):
         names = _load_pickle(meta_path, (release.names_key,))[release.names_key]
         if len(names) != release.num_classes:
             raise ValueError(f"{meta_path} names {len(names)} classes, {release.name} has {release.num_classes}")
-        self.classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         images, labels = [], []
         for name in release.train_files if split == "train" else release.test_files:
             path = folder / name
@@ -121,16 +120,8 @@ class CIFARDataset(Dataset):
                 raise ValueError(f"{path}: labels outside [0, {release.num_classes})")
             images.append(data)
             labels.append(targets)
-        self.images = torch.from_numpy(np.concatenate(images).reshape(-1, 3, 32, 32))
-        self.targets = np.concatenate(labels).astype(np.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = self.images[i]
-        return (self.transform(image) if self.transform else image), int(self.targets[i])
+        images = torch.from_numpy(np.concatenate(images).reshape(-1, 3, 32, 32))
+        super().__init__(images, np.concatenate(labels), classes, transform)
 
 
 class _CIFARDataModule(PoolDataModule):

@@ -8,16 +8,13 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.base import PoolDataModule, SubsetSpec
+from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule, SubsetSpec
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(InMemoryImages):
     """One split of the 1,797 digits as uint8 1x8x8 tensors (the 0-16 grey levels scaled to 0-255)."""
-
-    classes = [str(d) for d in range(10)]
 
     def __init__(self, split: str, transform: Callable | None = None, val_fraction: float = 0.2) -> None:
         if split not in ("train", "val"):
@@ -28,16 +25,8 @@ class DigitsDataset(Dataset):
             np.arange(len(images)), test_size=val_fraction, random_state=0, stratify=digits.target
         )
         idx = np.sort(train_idx if split == "train" else val_idx)
-        self.images = torch.from_numpy(images[idx]).unsqueeze(1)
-        self.targets = digits.target[idx].astype(np.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = self.images[i]
-        return (self.transform(image) if self.transform else image), int(self.targets[i])
+        classes = [str(d) for d in range(10)]
+        super().__init__(torch.from_numpy(images[idx]).unsqueeze(1), digits.target[idx], classes, transform)
 
 
 class DigitsDataModule(PoolDataModule):
