@@ -186,8 +186,8 @@ class PoolDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_indices is not None:
             return
-        self.class_ids = choose_classes(self.subset, list(self.train_pool.classes))
         classes = list(self.train_pool.classes)
+        self.class_ids = choose_classes(self.subset, classes)
         self.train_indices = select_subset(self.subset, self.targets, classes, self.name)
         if len(self.train_indices) == 0:
             raise ValueError(f"the subset {self.subset} keeps no example of {self.name}")

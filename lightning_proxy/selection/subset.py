@@ -75,16 +75,6 @@ class SubsetSpec:
                 raise ValueError(f"subset.classes must name at least 2 classes, got {self.classes}")
             self.classes = [str(name) for name in self.classes]
 
-    @property
-    def is_everything(self) -> bool:
-        return (
-            self.classes is None
-            and self.ranking is None
-            and self.indices is None
-            and self.count is None
-            and self.fraction == 1.0
-        )
-
 
 def choose_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:
     """The kept class ids in ascending order (their new labels are their positions in this list)."""
