@@ -34,11 +34,37 @@ def cli(args: Sequence[str] | None = None, run: bool = True) -> ProxyCLI:
     )
 
 
+def aggregate_rankings_command(argv: list[str]) -> None:
+    """``lightning-proxy aggregate-rankings A.npz B.npz ... --output OUT.npz [--how mean|sum]``."""
+    import argparse
+
+    from lightning_proxy.selection import aggregate_rankings, load_ranking, save_ranking
+
+    parser = argparse.ArgumentParser(
+        prog="lightning-proxy aggregate-rankings",
+        description="Aggregate the rankings of several runs (seeds) of one proxy into one ranking file.",
+    )
+    parser.add_argument("rankings", nargs="+", help="ranking files (.npz) of one statistic on one pool")
+    parser.add_argument("--output", "-o", required=True, help="the ranking file to write (.npz)")
+    parser.add_argument("--how", choices=("mean", "sum"), default="mean", help="how scores combine (default: mean)")
+    ns = parser.parse_args(argv)
+    ranking = aggregate_rankings([load_ranking(p) for p in ns.rankings], how=ns.how)
+    print(f"{save_ranking(ns.output, ranking)}: {ranking.metadata['statistic']}, {ns.how} of {len(ns.rankings)} runs")
+
+
+EXPERIMENTS["aggregate-rankings"] = (aggregate_rankings_command, "combine several seeds' rankings into one")
+
+
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in EXPERIMENTS:
         EXPERIMENTS[argv[0]][0](argv[1:])
         return
+    if not argv or argv[0] in ("-h", "--help"):
+        print("experiment commands (each has --help):")
+        for name, (_, description) in sorted(EXPERIMENTS.items()):
+            print(f"  {name:22s}{description}")
+        print()
     cli(argv)
 
 

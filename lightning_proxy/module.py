@@ -105,6 +105,10 @@ class ClassificationModule(L.LightningModule):
         """Penultimate-layer embeddings (for greedy k-centers)."""
         return self.model.forward_features(self._prepare(x))
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from penultimate-layer embeddings."""
+        return self.model.forward_head(features)
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
@@ -147,7 +151,7 @@ class ClassificationModule(L.LightningModule):
         """Logits, penultimate features, targets and pool indices of a scoring batch."""
         x, y, indices = split_batch(batch)
         features = self.forward_features(x)
-        out = {"logits": self.model.forward_head(features), "features": features, "targets": y}
+        out = {"logits": self.forward_head(features), "features": features, "targets": y}
         if indices is not None:
             out["indices"] = indices
         return out

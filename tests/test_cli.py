@@ -1,9 +1,12 @@
 """Every documented config, through the real command, on tiny data written in its real on-disk format."""
 
 import csv
+import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from fakedata import write_cifar, write_image_folders
@@ -114,6 +117,23 @@ def test_digits_subset_from_the_command_line(tmp_path):
     with open(next(Path(tmp_path).rglob("metrics.csv"))) as f:
         rows = list(csv.DictReader(f))
     assert any(row.get("val/acc_best") for row in rows)
+
+    # the config's callbacks wrote ranking files into the run's log dir, readable with numpy and pandas alone
+    run_dir = Path(run.trainer.log_dir)
+    kept_classes = np.flatnonzero(np.isin(dm.targets, [1, 4, 7]))
+    expected = {"forgetting": dm.train_indices, "el2n": dm.train_indices, "aum": dm.train_indices}
+    expected |= {"loss": kept_classes, "entropy": np.arange(dm.pool_size), "margin": np.arange(dm.pool_size)}
+    for name, indices in expected.items():
+        with np.load(run_dir / f"{name}.npz") as f:
+            frame = pd.DataFrame({"index": f["indices"], "score": f["scores"]})
+            metadata = json.loads(str(f["metadata"]))
+        assert sorted(frame["index"]) == sorted(indices.tolist()), name
+        assert frame["score"].is_monotonic_decreasing
+        assert (
+            metadata["statistic"] == name and metadata["dataset"] == "digits" and metadata["model"] == "preact_resnet20"
+        )
+        assert metadata["num_examples"] == dm.pool_size and metadata["fingerprint"] == dm.fingerprint
+    assert np.load(run_dir / "embeddings.npy").shape == (dm.pool_size, 64)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from lightning_proxy.selection import Ranking, SubsetSpec, load_ranking, pool_fingerprint, save_ranking
+from lightning_proxy.selection import (
+    Ranking,
+    SubsetSpec,
+    aggregate_rankings,
+    load_ranking,
+    pool_fingerprint,
+    save_ranking,
+)
 from lightning_proxy.selection.subset import select_subset
 
 TARGETS = np.array([0, 1] * 10)  # 20 examples, two classes alternating
@@ -182,3 +189,47 @@ def test_ranking_from_another_pool_is_refused(tmp_path):
     shuffled = ranking_file(tmp_path, np.arange(20.0), targets=TARGETS[::-1], name="shuffled.npz")
     with pytest.raises(ValueError, match="fingerprint"):
         select_subset(SubsetSpec(ranking=str(shuffled), fraction=0.5), TARGETS, CLASSES)
+
+
+def seed_run(scores, seed, indices=None, **meta):
+    metadata = {"statistic": "forgetting", "num_examples": 6, "fingerprint": "f", "seed": seed, **meta}
+    return Ranking.from_scores(scores, metadata, indices)
+
+
+@pytest.mark.parametrize("how, expected", [("mean", [1.5, 2.5, np.inf, 0.0]), ("sum", [3.0, 5.0, np.inf, 0.0])])
+def test_aggregate_seeds(how, expected):
+    # two seeds scoring examples 0, 2, 4, 5 (in different orders), one never learned (inf) in one seed
+    a = seed_run([2.0, 3.0, np.inf, 0.0], seed=1, indices=[0, 2, 4, 5])
+    b = seed_run([2.0, 0.0, 0.0, 1.0], seed=2, indices=[2, 5, 4, 0])
+    r = aggregate_rankings([a, b], how=how)
+    assert dict(zip(r.indices.tolist(), r.scores.tolist(), strict=True)) == dict(
+        zip([0, 2, 4, 5], expected, strict=True)
+    )
+    assert r.indices.tolist() == [4, 2, 0, 5]
+    assert r.metadata["seeds"] == [1, 2] and r.metadata["aggregation"] == how and r.metadata["runs"] == 2
+    assert "seed" not in r.metadata
+
+
+def test_aggregate_refuses_mixed_runs():
+    a = seed_run([1.0, 2.0], seed=1, indices=[0, 1])
+    with pytest.raises(ValueError, match="statistic"):
+        aggregate_rankings([a, seed_run([1.0, 2.0], seed=2, indices=[0, 1], statistic="loss")])
+    with pytest.raises(ValueError, match="never_learned"):
+        aggregate_rankings([a, seed_run([1.0, 2.0], seed=2, indices=[0, 1], never_learned="zero")])
+    with pytest.raises(ValueError, match="other examples"):
+        aggregate_rankings([a, seed_run([1.0, 2.0], seed=2, indices=[0, 3])])
+    with pytest.raises(ValueError, match="mean"):
+        aggregate_rankings([a], how="median")
+
+
+def test_aggregate_rankings_command(tmp_path, capsys):
+    from lightning_proxy.cli import main
+
+    for seed, scores in [(0, np.arange(20.0)), (1, np.arange(20.0)[::-1])]:
+        ranking_file(tmp_path, scores, name=f"seed{seed}.npz", seed=seed)
+    main(
+        ["aggregate-rankings", str(tmp_path / "seed0.npz"), str(tmp_path / "seed1.npz"), "-o", str(tmp_path / "m.npz")]
+    )
+    merged = load_ranking(tmp_path / "m.npz")
+    assert np.allclose(merged.scores, 9.5) and merged.indices.tolist() == list(range(20))  # ties by index
+    assert merged.metadata["seeds"] == [0, 1] and "mean of 2 runs" in capsys.readouterr().out

@@ -193,7 +193,7 @@ class PoolDataModule(L.LightningDataModule):
             raise ValueError(f"the subset {self.subset} keeps no example of {self.name}")
         self._val_set = self.build_pool("val", self.eval_transform())
 
-    def _target_map(self) -> np.ndarray | None:
+    def label_map(self) -> np.ndarray | None:
         """Old label -> new label for a class subset (-1 for dropped classes); None when all classes stay."""
         if self.subset.classes is None:
             return None
@@ -215,13 +215,13 @@ class PoolDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training subset; items are ``(image, label, pool_index)``."""
         self.setup("fit")
-        dataset = Subset(IndexedDataset(self.train_pool, self._target_map()), self.train_indices.tolist())
+        dataset = Subset(IndexedDataset(self.train_pool, self.label_map()), self.train_indices.tolist())
         return self._loader(dataset, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         """Validation set restricted to the kept classes; items are ``(image, label, val_index)``."""
         self.setup("validate")
-        dataset: Dataset = IndexedDataset(self._val_set, self._target_map())
+        dataset: Dataset = IndexedDataset(self._val_set, self.label_map())
         if self.subset.classes is not None:
             keep = np.flatnonzero(np.isin(np.asarray(self._val_set.targets), self.class_ids))
             dataset = Subset(dataset, keep.tolist())

@@ -1,6 +1,14 @@
 """Ranking files and the rules that turn a ranking into a training subset."""
 
-from lightning_proxy.selection.ranking import Ranking, load_ranking, pool_fingerprint, save_ranking
+from lightning_proxy.selection.ranking import Ranking, aggregate_rankings, load_ranking, pool_fingerprint, save_ranking
 from lightning_proxy.selection.subset import SubsetSpec, select_subset
 
-__all__ = ["Ranking", "SubsetSpec", "load_ranking", "pool_fingerprint", "save_ranking", "select_subset"]
+__all__ = [
+    "Ranking",
+    "SubsetSpec",
+    "aggregate_rankings",
+    "load_ranking",
+    "pool_fingerprint",
+    "save_ranking",
+    "select_subset",
+]

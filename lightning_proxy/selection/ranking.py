@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,40 @@ def load_ranking(path: str | os.PathLike) -> Ranking:
     if problems:
         raise ValueError(f"{path} is not a valid ranking file: " + "; ".join(problems))
     return Ranking(indices=indices.astype(np.int64), scores=scores.astype(np.float64), metadata=metadata)
+
+
+def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean") -> Ranking:
+    """One ranking from several runs of one proxy (seeds): each example's scores summed or averaged.
+
+    The runs must score the same statistic on the same pool (size and fingerprint) and the same examples.
+    The result's metadata is the first run's, with ``seeds`` (every run's seed), ``aggregation`` and
+    ``runs`` added.
+    """
+    if how not in ("mean", "sum"):
+        raise ValueError(f"how must be 'mean' or 'sum', got {how!r}")
+    if not rankings:
+        raise ValueError("aggregate_rankings needs at least one ranking")
+    first = rankings[0].metadata
+    for i, ranking in enumerate(rankings[1:], start=1):
+        for key in ("statistic", "num_examples", "fingerprint", "direction", "never_learned"):
+            if ranking.metadata.get(key) != first.get(key):
+                raise ValueError(
+                    f"ranking {i} has {key}={ranking.metadata.get(key)!r} but ranking 0 has {first.get(key)!r}: "
+                    "aggregate runs of one statistic on one pool"
+                )
+    order = [np.argsort(r.indices) for r in rankings]
+    indices = rankings[0].indices[order[0]]
+    for i, (ranking, o) in enumerate(zip(rankings, order, strict=True)):
+        if not np.array_equal(ranking.indices[o], indices):
+            raise ValueError(f"ranking {i} scores other examples than ranking 0: aggregate runs on one subset")
+    stacked = np.stack([r.scores[o] for r, o in zip(rankings, order, strict=True)])
+    with np.errstate(invalid="ignore"):
+        scores = stacked.sum(axis=0) if how == "sum" else stacked.mean(axis=0)
+    metadata = {
+        **first,
+        "seeds": [r.metadata.get("seed") for r in rankings],
+        "aggregation": how,
+        "runs": len(rankings),
+    }
+    metadata.pop("seed", None)
+    return Ranking.from_scores(scores, metadata, indices)

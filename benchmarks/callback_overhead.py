@@ -1,0 +1,184 @@
+"""Training step time with every per-example callback on, over off, in the same process.
+
+A CIFAR-size run: preact ResNet20, batches of 128 3x32x32 images with pool indices drawn from a pool of
+50,000, pre-collated so the loader costs nothing and the ratio shows the callbacks alone. The arms
+alternate (off, on, off, on, ...) so drift in the machine hits both. Reported: the median time per
+training step (between consecutive ``on_train_batch_end`` calls, so forward, backward, optimizer step and
+every callback hook) and the whole training time including the per-epoch reductions. The post-training
+scoring pass is timed on its own, against one training epoch's worth of steps.
+
+    python benchmarks/callback_overhead.py                 # CPU or the GPU there is
+    python benchmarks/callback_overhead.py --precision bf16-mixed --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
+from lightning_proxy.module import ClassificationModule
+
+
+class Batches(Dataset):
+    """``count`` ready-made ``(images, labels, pool indices)`` batches (a loader with ``batch_size=None``)."""
+
+    def __init__(self, count: int, batch_size: int, pool: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.batches = [
+            (
+                torch.randn(batch_size, 3, 32, 32, generator=g),
+                torch.randint(0, 10, (batch_size,), generator=g),
+                torch.randperm(pool, generator=g)[:batch_size],
+            )
+            for _ in range(count)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        return self.batches[i]
+
+
+class Pool(L.LightningDataModule):
+    """The benchmark's data: training batches, and a scoring loader over ``pool`` examples for the last pass."""
+
+    name = "benchmark"
+
+    def __init__(self, steps: int, batch_size: int, pool: int) -> None:
+        super().__init__()
+        self.train = Batches(steps, batch_size, pool)
+        self.pool_size = pool
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=None, shuffle=False)
+
+    def scoring_dataloader(self) -> DataLoader:
+        count = self.pool_size // (2 * self.batch_size)
+        batches = Batches(count, 2 * self.batch_size, self.pool_size, seed=1)
+        for k, batch in enumerate(batches.batches):  # pool order, as a real scoring loader
+            batch[2][:] = torch.arange(k * 2 * self.batch_size, (k + 1) * 2 * self.batch_size)
+        return DataLoader(batches, batch_size=None)
+
+
+class StepTimer(L.Callback):
+    """Seconds between consecutive training batch ends (synchronising the GPU), and the whole fit."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+
+    def _now(self, pl_module: L.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = self.last = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = self._now(pl_module)
+        self.steps.append(now - self.last)
+        self.last = now
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.last = self._now(pl_module)  # the first step of the next epoch excludes the epoch-end hooks
+
+    def on_train_end(self, trainer, pl_module):
+        self.total = self._now(pl_module) - self.start
+
+
+def run(args: argparse.Namespace, callbacks: bool, data: Pool, out: str) -> StepTimer:
+    L.seed_everything(0, verbose=False)
+    timer = StepTimer()
+    stats = [ForgettingEvents(dirpath=out), EL2N(dirpath=out), AreaUnderMargin(dirpath=out)] if callbacks else []
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        max_epochs=args.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*stats, timer],  # the timer last: its batch-end sees every statistic's hook done
+    )
+    model = ClassificationModule(arch="preact_resnet20", num_classes=10, in_channels=3, schedule="constant")
+    trainer.fit(model, data)
+    return timer
+
+
+def time_scoring(args: argparse.Namespace, data: Pool, out: str) -> float:
+    """Seconds of PostTrainingScores' pass over the pool (fit for 0 steps of work, then the pass)."""
+    scorer = PostTrainingScores(dirpath=out)
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = ClassificationModule(arch="preact_resnet20", num_classes=10, in_channels=3, schedule="constant")
+    trainer.fit(model, data)
+    start = time.perf_counter()
+    scorer.on_train_end(trainer, model)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--pool", type=int, default=50_000, help="pool size N of the dense state")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per epoch")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each arm, alternating")
+    parser.add_argument("--warmup", type=int, default=3, help="steps of each run left out of the median")
+    args = parser.parse_args()
+
+    data = Pool(args.steps, args.batch_size, args.pool)
+    arms: dict[bool, list[StepTimer]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as out:
+        run(args, True, data, out)  # warm up kernels, allocator and caches once
+        for r in range(args.repeats):
+            for on in (False, True):
+                arms[on].append(run(args, on, data, out))
+                print(f"repeat {r + 1}/{args.repeats}, callbacks {'on ' if on else 'off'}: {arms[on][-1].total:.2f} s")
+        scoring = time_scoring(args, data, out)
+
+    def step_median(on: bool) -> float:
+        per_run = args.steps * args.epochs
+        return statistics.median(s for t in arms[on] for i, s in enumerate(t.steps) if i % per_run >= args.warmup)
+
+    def total_median(on: bool) -> float:
+        return statistics.median(t.total for t in arms[on])
+
+    off, on = step_median(False), step_median(True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.accelerator != "cpu" else "CPU"
+    print(f"\n{device}, {args.precision}, preact ResNet20, batch {args.batch_size}, pool {args.pool}")
+    print(f"median step   off {off * 1e3:8.2f} ms   on {on * 1e3:8.2f} ms   ratio {on / off:.3f}x")
+    t_off, t_on = total_median(False), total_median(True)
+    print(
+        f"whole fit     off {t_off:8.2f} s    on {t_on:8.2f} s    ratio {t_on / t_off:.3f}x "
+        f"({args.epochs} epochs of {args.steps} steps, epoch-end reductions included)"
+    )
+    epoch_steps = -(-args.pool // args.batch_size)
+    print(
+        f"scoring pass  {scoring:.2f} s for {args.pool} examples = {scoring / (off * epoch_steps):.2f} "
+        f"training epochs of {epoch_steps} steps"
+    )
+
+
+if __name__ == "__main__":
+    main()

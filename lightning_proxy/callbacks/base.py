@@ -1,0 +1,206 @@
+"""What every per-example callback shares: dense length-N state, one cross-rank reduction, ranking files.
+
+State lives on the module's device as tensors of length N (the full training pool), updated by scatter
+from the batch's pool indices: no ``.item()``, ``.cpu()`` or Python loop per step. A statistic's
+observations of one epoch go to epoch buffers that are all-reduced once, at the end of the epoch, so every
+rank then holds the same state, and an example that DistributedSampler's padding repeats is counted once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+import lightning_proxy
+from lightning_proxy.selection.ranking import Ranking, pool_fingerprint, save_ranking
+
+TARGET_KEYS = ("target", "targets", "label", "labels", "y")
+INDEX_KEYS = ("index", "indices", "idx")
+
+
+def targets_and_indices(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets and pool indices of a ``(input, target, index)`` batch or a dict batch with common key names."""
+    if isinstance(batch, Mapping):
+        found = [next((batch[k] for k in keys if k in batch), None) for keys in (TARGET_KEYS, INDEX_KEYS)]
+        if all(v is not None for v in found):
+            return found[0], found[1]
+    elif isinstance(batch, list | tuple) and len(batch) >= 3:
+        return batch[1], batch[2]
+    got = f"a dict with keys {sorted(batch)}" if isinstance(batch, Mapping) else type(batch).__name__
+    raise ValueError(
+        "per-example callbacks need the target and pool index of every example in the batch: wrap the dataset "
+        "in lightning_proxy.datamodules.IndexedDataset so items are (input, target, index) or dicts with an "
+        f"'index' key (targets under one of {TARGET_KEYS}); got {got}"
+    )
+
+
+def step_outputs(outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits, targets, indices)`` of a training step: logits from its output, the rest from it or the batch."""
+    if not isinstance(outputs, Mapping) or "logits" not in outputs:
+        got = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
+        raise RuntimeError(
+            "per-example callbacks read the minibatch logits from training_step: return "
+            f"{{'loss': loss, 'logits': logits}} (got {got})"
+        )
+    if "targets" in outputs and "indices" in outputs:
+        targets, indices = outputs["targets"], outputs["indices"]
+    else:
+        targets, indices = targets_and_indices(batch)
+    return outputs["logits"].detach(), targets, indices
+
+
+class ExampleStatistic(L.Callback):
+    """Base class: finds the pool size, owns the length-N state, writes ranking files on rank zero.
+
+    Subclasses declare their cumulative state in :meth:`state_names`; it is what ``state_dict`` saves, so a
+    fit resumed from an end-of-epoch checkpoint (Lightning's default) writes the same ranking as one that
+    ran through. Epoch buffers are not saved: a checkpoint taken mid-epoch resumes with that epoch's
+    observations made so far forgotten.
+
+    Args:
+        dirpath: folder of the ranking files (default: the trainer's log dir, else its root dir).
+        num_examples: size N of the full training pool; read from the datamodule's ``pool_size`` when omitted.
+        filename: stem of the file written; two instances in one trainer need two names.
+    """
+
+    statistic = "statistic"
+
+    def __init__(self, dirpath: str | None = None, num_examples: int | None = None, filename: str | None = None):
+        if num_examples is not None and num_examples < 1:
+            raise ValueError(f"num_examples must be positive, got {num_examples}")
+        self.dirpath = dirpath
+        self.num_examples = num_examples
+        self.filename = filename or self.statistic
+        self.epochs_seen = 0
+        self._state: dict[str, torch.Tensor] = {}
+        self._epoch: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, torch.Tensor] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(filename=self.filename)
+
+    # --- state -----------------------------------------------------------------------------------------
+    def state_names(self) -> dict[str, torch.dtype]:
+        """Name -> dtype of the cumulative length-N tensors (saved in checkpoints); all start at zero."""
+        return {}
+
+    def epoch_names(self) -> dict[str, torch.dtype]:
+        """Name -> dtype of the per-epoch length-N buffers, zeroed after each epoch's reduction."""
+        return {}
+
+    def pool_size(self, trainer: L.Trainer) -> int:
+        if self.num_examples is not None:
+            return self.num_examples
+        size = getattr(trainer.datamodule, "pool_size", None)
+        if size is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the size N of the full training pool: pass num_examples=N, "
+                "or use a datamodule with a pool_size attribute"
+            )
+        return int(size)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        n, device = self.pool_size(trainer), pl_module.device
+        if not self._state or next(iter(self._state.values())).shape[0] != n:
+            self._state = {k: torch.zeros(n, dtype=dt, device=device) for k, dt in self.state_names().items()}
+            self._epoch = {k: torch.zeros(n, dtype=dt, device=device) for k, dt in self.epoch_names().items()}
+        if self._pending is not None:
+            self._restore(self._pending)
+            self._pending = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the strategy moves the module to its device between setup and here
+        self._state = {k: v.to(pl_module.device) for k, v in self._state.items()}
+        self._epoch = {k: v.to(pl_module.device) for k, v in self._epoch.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs_seen": self.epochs_seen, **{k: v.cpu() for k, v in self._state.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs_seen = int(state_dict.get("epochs_seen", 0))
+        tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        if self._state:
+            self._restore(tensors)
+        else:
+            self._pending = tensors
+
+    def _restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, value in tensors.items():
+            if name not in self._state:
+                continue
+            current = self._state[name]
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"{type(self).__name__} checkpoint holds '{name}' for {value.shape[0]} examples but the pool "
+                    f"has {current.shape[0]}: resume on the same training pool"
+                )
+            self._state[name] = value.to(current.device, current.dtype)
+
+    def reduce_epoch(self, trainer: L.Trainer, op: str = "sum") -> dict[str, torch.Tensor]:
+        """All-reduce the epoch buffers (stacked, so one collective), return them and zero the buffers."""
+        names = list(self._epoch)
+        stacked = torch.stack([self._epoch[k].to(torch.float64 if op == "sum" else torch.int32) for k in names])
+        if trainer.world_size > 1:
+            stacked = trainer.strategy.reduce(stacked, reduce_op=op)
+        for buffer in self._epoch.values():
+            buffer.zero_()
+        self.epochs_seen += 1
+        return {k: stacked[i] for i, k in enumerate(names)}
+
+    # --- output ----------------------------------------------------------------------------------------
+    def output_dir(self, trainer: L.Trainer) -> Path:
+        if self.dirpath is not None:
+            return Path(self.dirpath)
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def metadata(self, trainer: L.Trainer, pl_module: L.LightningModule, **extra: Any) -> dict[str, Any]:
+        return provenance(trainer, pl_module, self.pool_size(trainer), epochs=self.epochs_seen, **extra)
+
+    def write(
+        self,
+        trainer: L.Trainer,
+        name: str,
+        scores: torch.Tensor,
+        mask: torch.Tensor,
+        metadata: dict[str, Any],
+    ) -> Path:
+        """Rank zero writes ``<dirpath>/<name>.npz`` (examples where ``mask`` holds) atomically; others wait."""
+        path = self.output_dir(trainer) / f"{name}.npz"
+        if trainer.is_global_zero:
+            indices = torch.nonzero(mask).squeeze(1).cpu().numpy()
+            values = scores[mask].double().cpu().numpy()
+            save_ranking(path, Ranking.from_scores(values, {"statistic": name, **metadata}, indices))
+        trainer.strategy.barrier(f"{name}_written")
+        return path
+
+
+def provenance(trainer: L.Trainer, pl_module: L.LightningModule, num_examples: int, **extra: Any) -> dict[str, Any]:
+    """Where a ranking came from: model, seed, dataset, pool size and fingerprint, library version, time."""
+    dm = trainer.datamodule
+    hparams = getattr(pl_module, "hparams", {}) or {}
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    fingerprint = getattr(dm, "fingerprint", None)
+    if fingerprint is None:
+        targets = getattr(dm, "targets", None)
+        fingerprint = pool_fingerprint(targets) if targets is not None else "unknown"
+    return {
+        "model": hparams.get("arch", type(pl_module).__name__),
+        "seed": int(seed) if seed is not None else None,
+        "dataset": getattr(dm, "name", type(dm).__name__) if dm is not None else "unknown",
+        "num_examples": num_examples,
+        "fingerprint": fingerprint,
+        "max_epochs": trainer.max_epochs,
+        "world_size": trainer.world_size,
+        "library_version": lightning_proxy.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }

@@ -1,0 +1,260 @@
+"""Scores of the trained model: one pass over the scoring loader (no augmentation) when training ends."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from lightning_proxy.callbacks.base import ExampleStatistic, provenance, targets_and_indices
+
+STATISTICS = ("loss", "entropy", "least_confidence", "margin")
+DIRECTIONS = {
+    "loss": "higher_is_harder",
+    "entropy": "higher_is_harder",
+    "least_confidence": "higher_is_harder",
+    "margin": "higher_is_easier",
+}
+
+
+def example_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example loss (0 where the target is -1), entropy, least confidence ``1 - max p`` and margin ``p1 - p2``."""
+    logits = logits.float()
+    log_p = logits.log_softmax(dim=1)
+    p = log_p.exp()
+    top2 = p.topk(2, dim=1).values if p.shape[1] > 1 else torch.cat([p, torch.zeros_like(p)], dim=1)
+    return {
+        "loss": F.nll_loss(log_p, targets, ignore_index=-1, reduction="none"),
+        "entropy": -(p * log_p).nan_to_num().sum(dim=1),
+        "least_confidence": 1.0 - top2[:, 0],
+        "margin": top2[:, 0] - top2[:, 1],
+    }
+
+
+class PostTrainingScores(ExampleStatistic):
+    """Loss, entropy, least confidence and margin of every pool example under the trained model; embeddings.
+
+    When training ends, the module's ``predict_step`` (in eval mode, under the trainer's precision) scores
+    the datamodule's ``scoring_dataloader()`` (else its ``predict_dataloader()``): the whole pool, not only
+    the training subset, as a proxy ranks the examples it did not see. ``predict_step`` returns the
+    logits, or a dict with ``logits`` and, for the embeddings, ``features`` (as ``ClassificationModule``'s
+    does). Each rank scores a shard; one all-reduce assembles the scores. Writes
+    ``<prefix><statistic>.npz`` per statistic and ``<prefix>embeddings.npy``: an ``(N, D)`` float32 array
+    whose row ``i`` is pool example ``i``'s penultimate-layer features (NaN where unscored), gathered to
+    rank zero in chunks and written through a memory map, so it never sits whole in memory.
+
+    ``trainer.predict(model, datamodule)`` with this callback scores a trained checkpoint the same way.
+
+    The loss uses the model's labels: a class subset's datamodule maps pool labels with ``label_map()``
+    and examples of other classes are left out of the loss ranking.
+
+    Args:
+        dirpath: folder of the files (default: the trainer's log dir).
+        num_examples: size of the full training pool (default: the datamodule's ``pool_size``).
+        statistics: which of ``loss``, ``entropy``, ``least_confidence``, ``margin`` to write.
+        embeddings: also write the embeddings.
+        prefix: prepended to the file names, to keep several scorers apart.
+        gather_rows: rows per all-gather when collecting embeddings on rank zero.
+    """
+
+    statistic = "scores"
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        num_examples: int | None = None,
+        statistics: Sequence[str] = STATISTICS,
+        embeddings: bool = True,
+        prefix: str = "",
+        gather_rows: int = 16384,
+    ) -> None:
+        super().__init__(dirpath, num_examples, filename=f"{prefix}scores")
+        unknown = set(statistics) - set(STATISTICS)
+        if unknown or not statistics:
+            raise ValueError(f"statistics must be a non-empty subset of {STATISTICS}, got {list(statistics)}")
+        self.statistics = [s for s in STATISTICS if s in statistics]
+        self.embeddings = embeddings
+        self.prefix = prefix
+        self.gather_rows = gather_rows
+        self._sums: torch.Tensor | None = None
+        self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._label_map: torch.Tensor | None = None
+
+    # --- accumulation, shared by the post-training pass and trainer.predict ------------------------------
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n = self.pool_size(trainer)
+        # rows: the statistics, then "has a model label", then the count of times scored
+        self._sums = torch.zeros(len(self.statistics) + 2, n, dtype=torch.float64, device=pl_module.device)
+        self._rows = []
+        label_map = getattr(trainer.datamodule, "label_map", None)
+        mapping = label_map() if callable(label_map) else None
+        self._label_map = None if mapping is None else torch.as_tensor(mapping, device=pl_module.device)
+
+    def _add(self, logits: torch.Tensor, features: torch.Tensor | None, targets: torch.Tensor, indices: Any) -> None:
+        assert self._sums is not None
+        device = self._sums.device
+        indices = torch.as_tensor(indices, device=device, dtype=torch.int64)
+        targets = targets.to(device, torch.int64)
+        if self._label_map is not None:
+            targets = self._label_map[targets]
+        scores = example_scores(logits.to(device), targets)
+        rows = torch.stack([scores[s] for s in self.statistics] + [(targets >= 0).float(), torch.ones_like(targets)])
+        self._sums.index_add_(1, indices, rows.double())
+        if self.embeddings and features is not None:
+            self._rows.append((indices.cpu(), features.detach().float().flatten(1).cpu()))
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs: int | None) -> None:
+        assert self._sums is not None
+        sums = self._sums if trainer.world_size == 1 else trainer.strategy.reduce(self._sums, reduce_op="sum")
+        count = sums[-1]
+        scored = count > 0
+        labelled = sums[-2] > 0
+        meta = provenance(trainer, pl_module, self.pool_size(trainer), epochs=epochs)
+        for i, name in enumerate(self.statistics):
+            mask = scored & labelled if name == "loss" else scored
+            values = sums[i] / count.clamp(min=1)
+            self.write(trainer, f"{self.prefix}{name}", values, mask, {**meta, "direction": DIRECTIONS[name]})
+        if self.embeddings:
+            self._write_embeddings(trainer)
+        self._sums, self._rows = None, []
+
+    # --- the post-training pass --------------------------------------------------------------------------
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = self._scoring_loader(trainer)
+        self._start(trainer, pl_module)
+        _broadcast_buffers(trainer, pl_module)
+        was_training = pl_module.training
+        pl_module.eval()
+        progress = tqdm(loader, desc="Scoring the pool", disable=not trainer.is_global_zero, leave=False)
+        with torch.no_grad(), trainer.precision_plugin.predict_step_context():
+            for batch_idx, batch in enumerate(progress):
+                if trainer.fast_dev_run and batch_idx >= int(trainer.fast_dev_run):
+                    break  # a smoke test scores as many batches as it trained on
+                batch = trainer.strategy.batch_to_device(batch)
+                self.on_predict_batch_end(
+                    trainer, pl_module, pl_module.predict_step(batch, batch_idx), batch, batch_idx
+                )
+        pl_module.train(was_training)
+        self._finish(trainer, pl_module, epochs=trainer.current_epoch)
+
+    def _scoring_loader(self, trainer: L.Trainer) -> DataLoader:
+        dm = trainer.datamodule
+        make = getattr(dm, "scoring_dataloader", None) or getattr(dm, "predict_dataloader", None)
+        if make is None:
+            raise RuntimeError(
+                "PostTrainingScores scores the pool with the datamodule's scoring_dataloader() or "
+                "predict_dataloader() (in order, no augmentation, items carrying their pool index); "
+                "fit with a datamodule that has one"
+            )
+        loader = make()
+        if trainer.world_size == 1:
+            return loader
+        sampler = DistributedSampler(
+            loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        return DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+        )
+
+    # --- trainer.predict ---------------------------------------------------------------------------------
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(trainer, pl_module)
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        targets, indices = targets_and_indices(batch)
+        if isinstance(outputs, dict):
+            logits, features = outputs["logits"], outputs.get("features")
+        else:
+            logits, features = outputs, None
+        self._add(logits, features, targets, indices)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module, epochs=None)
+
+    # --- embeddings --------------------------------------------------------------------------------------
+    def _write_embeddings(self, trainer: L.Trainer) -> None:
+        """Gather the ranks' rows to rank zero in fixed-size chunks and write them through a memory map."""
+        if not self._rows:  # the same on every rank: the module (or predict_step) gives no features
+            warnings.warn(
+                "PostTrainingScores(embeddings=True) found no features: predict_step must return "
+                "{'logits': ..., 'features': ...} for embeddings.npy",
+                stacklevel=2,
+            )
+            return
+        n = self.pool_size(trainer)
+        indices = torch.cat([i for i, _ in self._rows])
+        rows = torch.cat([r for _, r in self._rows])
+        path = self.output_dir(trainer) / f"{self.prefix}embeddings.npy"
+        out = tmp = None
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
+            os.close(fd)
+        if trainer.world_size == 1:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, rows.shape[1]))
+            out[:] = np.nan
+            out[indices.numpy()] = rows.numpy()
+        else:
+            out = self._gather(trainer, indices, rows, tmp, n)
+        if trainer.is_global_zero:
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        trainer.strategy.barrier("embeddings_written")
+
+    def _gather(
+        self, trainer: L.Trainer, indices: torch.Tensor, rows: torch.Tensor, tmp: str | None, n: int
+    ) -> np.memmap | None:
+        device = trainer.strategy.root_device
+        sizes = trainer.strategy.all_gather(torch.tensor([len(indices), rows.shape[1]], device=device))
+        dim = int(sizes[:, 1].max())
+        out = None
+        if trainer.is_global_zero:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+            out[:] = np.nan
+        chunk = self.gather_rows
+        for start in range(0, int(sizes[:, 0].max()), chunk):
+            idx = torch.full((chunk,), -1, dtype=torch.int64)
+            part = torch.zeros(chunk, dim)
+            piece = indices[start : start + chunk]
+            idx[: len(piece)] = piece
+            part[: len(piece)] = rows[start : start + chunk]
+            all_idx = trainer.strategy.all_gather(idx.to(device)).reshape(-1).cpu()
+            all_rows = trainer.strategy.all_gather(part.to(device)).reshape(-1, dim).cpu()
+            if out is not None:
+                keep = all_idx >= 0
+                out[all_idx[keep].numpy()] = all_rows[keep].numpy()
+        return out
+
+
+def _broadcast_buffers(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """Give every rank rank zero's buffers (the checkpointed ones) before scoring.
+
+    DDP broadcasts buffers at the start of each training forward, so after the last step every rank holds
+    BatchNorm statistics updated by its own last batch: scored as they are, each shard would see another model.
+    """
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        for buffer in pl_module.buffers():
+            torch.distributed.broadcast(buffer, src=0)

@@ -1,0 +1,263 @@
+"""Per-example callbacks: hand-worked sequences, direct computations, DDP against one process, resume."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.special import log_softmax, softmax
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
+from lightning_proxy.datamodules import DigitsDataModule, IndexedDataset, SubsetSpec
+from lightning_proxy.module import ClassificationModule
+from lightning_proxy.selection import load_ranking
+
+SCRIPTS = Path(__file__).parent / "scripts"
+README = Path(__file__).parents[1] / "README.md"
+
+
+class Scripted(L.LightningModule):
+    """Returns ``logits[epoch, index]`` from a fixed table: the callbacks see exactly the predictions we chose."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.table = logits
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        _, y, idx = batch
+        return {"loss": self.weight**2, "logits": self.table[self.current_epoch, idx], "targets": y, "indices": idx}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def scripted_fit(logits, targets, callbacks, keep=None, epochs=None, ckpt_path=None, checkpoint_dir=None, **kw):
+    """Fit the scripted module for ``epochs`` on the examples ``keep`` (default all), batches of 2, shuffled."""
+    dataset = IndexedDataset(TensorDataset(torch.zeros(len(targets), 1), torch.as_tensor(targets)))
+    if keep is not None:
+        dataset = Subset(dataset, keep)
+    extra = {"enable_checkpointing": False}
+    if checkpoint_dir is not None:
+        extra = {"callbacks": [L.pytorch.callbacks.ModelCheckpoint(checkpoint_dir, save_last=True)]}
+    trainer = L.Trainer(
+        max_epochs=epochs or logits.shape[0],
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **{**extra, "callbacks": list(callbacks) + extra.get("callbacks", [])},
+        **kw,
+    )
+    L.seed_everything(0)
+    trainer.fit(Scripted(logits), DataLoader(dataset, batch_size=2, shuffle=True), ckpt_path=ckpt_path)
+
+
+def logits_from_correctness(correct: np.ndarray, targets: np.ndarray) -> torch.Tensor:
+    """Two-class logits whose argmax is the target exactly where ``correct[epoch, example]``."""
+    predicted = np.where(correct, targets, 1 - targets)
+    return F.one_hot(torch.as_tensor(predicted), 2).float() * 2.0
+
+
+# epochs x examples; example 6 is never presented (outside the training subset)
+CORRECT = np.array(
+    [
+        # 0  1  2  3  4  5  6
+        [1, 0, 1, 0, 1, 0, 0],
+        [1, 0, 0, 1, 0, 0, 0],
+        [1, 0, 1, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0, 0],
+        [1, 0, 1, 1, 0, 1, 0],
+    ],
+    dtype=bool,
+)
+# 0: learned, never forgotten; 1: never learned; 2: forgotten twice; 3: once; 4: once, never relearned;
+# 5: learned in the last epoch only
+FORGETS = {0: 0, 2: 2, 3: 1, 4: 1, 5: 0}
+
+
+@pytest.mark.parametrize("policy, never", [("infinite", np.inf), ("epochs", 6.0), ("zero", 0.0)])
+def test_forgetting_counts_hand_worked_sequences(tmp_path, policy, never):
+    targets = np.array([0, 1, 1, 0, 1, 0, 1])
+    callback = ForgettingEvents(dirpath=str(tmp_path), num_examples=7, never_learned=policy)
+    scripted_fit(logits_from_correctness(CORRECT, targets), targets, [callback], keep=list(range(6)))
+    ranking = load_ranking(tmp_path / "forgetting.npz")
+    got = dict(zip(ranking.indices.tolist(), ranking.scores.tolist(), strict=True))
+    assert got == {**FORGETS, 1: never}  # example 6 was never presented, so it is not ranked
+    assert ranking.metadata["never_learned"] == policy and ranking.metadata["direction"] == "higher_is_harder"
+    assert ranking.metadata["epochs"] == 5 and ranking.metadata["num_examples"] == 7
+    assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
+
+
+def test_el2n_and_aum_average_over_epochs(tmp_path):
+    rng = np.random.default_rng(0)
+    epochs, n, classes = 3, 9, 4
+    logits = rng.normal(size=(epochs, n, classes)).astype(np.float32) * 3
+    targets = rng.integers(0, classes, n)
+    callbacks = [EL2N(dirpath=str(tmp_path), num_examples=n), AreaUnderMargin(dirpath=str(tmp_path), num_examples=n)]
+    scripted_fit(torch.as_tensor(logits), targets, callbacks)
+
+    onehot = np.eye(classes)[targets]
+    el2n = np.linalg.norm(softmax(logits.astype(np.float64), axis=2) - onehot, axis=2).mean(axis=0)
+    assigned = np.take_along_axis(logits, targets[None, :, None], axis=2)[..., 0]
+    others = np.where(onehot.astype(bool), -np.inf, logits).max(axis=2)
+    aum = (assigned - others).mean(axis=0)
+    for name, expected, direction in [("el2n", el2n, "higher_is_harder"), ("aum", aum, "higher_is_easier")]:
+        ranking = load_ranking(tmp_path / f"{name}.npz")
+        np.testing.assert_allclose(ranking.scores, expected[ranking.indices], rtol=1e-5)
+        assert sorted(ranking.indices) == list(range(n)) and ranking.metadata["direction"] == direction
+
+
+def test_resumed_fit_writes_the_same_rankings(tmp_path):
+    rng = np.random.default_rng(1)
+    logits = torch.as_tensor(rng.normal(size=(6, 10, 3)), dtype=torch.float32)
+    targets = rng.integers(0, 3, 10)
+
+    def callbacks(where):
+        kw = {"dirpath": str(tmp_path / where), "num_examples": 10}
+        return [ForgettingEvents(**kw), EL2N(**kw), AreaUnderMargin(**kw)]
+
+    scripted_fit(logits, targets, callbacks("straight"))
+    scripted_fit(logits, targets, callbacks("killed"), epochs=3, checkpoint_dir=tmp_path / "ckpt")
+    scripted_fit(logits, targets, callbacks("resumed"), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    for name in ("forgetting", "el2n", "aum"):
+        straight, resumed = (load_ranking(tmp_path / w / f"{name}.npz") for w in ("straight", "resumed"))
+        killed = load_ranking(tmp_path / "killed" / f"{name}.npz")
+        assert np.array_equal(straight.indices, resumed.indices), name
+        assert np.array_equal(straight.scores, resumed.scores), name
+        assert straight.metadata["epochs"] == resumed.metadata["epochs"] == 6 and killed.metadata["epochs"] == 3
+        assert not np.array_equal(straight.scores, killed.scores)  # so the resumed state mattered
+
+
+def test_callbacks_refuse_a_training_step_without_logits(tmp_path):
+    class NoLogits(Scripted):
+        def training_step(self, batch, batch_idx):
+            return self.weight**2
+
+    dataset = IndexedDataset(TensorDataset(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long)))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer.callbacks.append(ForgettingEvents(dirpath=str(tmp_path), num_examples=4))
+    with pytest.raises(RuntimeError, match="'logits'"):
+        trainer.fit(NoLogits(torch.zeros(1, 4, 2)), DataLoader(dataset, batch_size=2))
+    with pytest.raises(ValueError, match="never_learned"):
+        ForgettingEvents(never_learned="sometimes")
+    with pytest.raises(ValueError, match="num_examples"):
+        L.Trainer(callbacks=[EL2N()], logger=False).fit(NoLogits(torch.zeros(1, 4, 2)), DataLoader(dataset))
+
+
+def digits_module():
+    return ClassificationModule(arch="preact_resnet8", num_classes=10, in_channels=1, lr=0.05)
+
+
+def direct_scores(model: ClassificationModule, dm: DigitsDataModule) -> dict[str, np.ndarray]:
+    """The four scores and the features of every pool example, computed here with scipy from plain forwards."""
+    model.eval()
+    logits, features, targets = [], [], []
+    with torch.no_grad():
+        for x, y, _ in dm.scoring_dataloader():
+            logits.append(model(x).double().numpy())
+            features.append(model.forward_features(x).numpy())
+            targets.append(y.numpy())
+    z, y = np.concatenate(logits), np.concatenate(targets)
+    p, log_p = softmax(z, axis=1), log_softmax(z, axis=1)
+    top = np.sort(p, axis=1)[:, ::-1]
+    return {
+        "loss": -log_p[np.arange(len(y)), y],
+        "entropy": -(p * log_p).sum(axis=1),
+        "least_confidence": 1 - top[:, 0],
+        "margin": top[:, 0] - top[:, 1],
+        "embeddings": np.concatenate(features),
+    }
+
+
+def test_post_training_scores_match_a_direct_computation(tmp_path):
+    L.seed_everything(0)
+    dm, model = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.2)), digits_module()
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[PostTrainingScores(dirpath=str(tmp_path))],
+    )
+    trainer.fit(model, dm)
+    expected = direct_scores(model, dm)
+    for name in ("loss", "entropy", "least_confidence", "margin"):
+        ranking = load_ranking(tmp_path / f"{name}.npz")
+        assert len(ranking) == dm.pool_size  # the whole pool, not only the 20% trained on
+        np.testing.assert_allclose(ranking.scores, expected[name][ranking.indices], rtol=1e-4, atol=1e-6)
+        assert ranking.metadata["fingerprint"] == dm.fingerprint and ranking.metadata["dataset"] == "digits"
+    np.testing.assert_allclose(np.load(tmp_path / "embeddings.npy"), expected["embeddings"], rtol=1e-4, atol=1e-5)
+
+
+def test_loss_of_a_class_subset_uses_the_model_labels(tmp_path):
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=64, subset=SubsetSpec(classes=[3, 7]))
+    model = ClassificationModule(arch="preact_resnet8", num_classes=2, in_channels=1)
+    trainer = L.Trainer(
+        max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.callbacks.append(PostTrainingScores(dirpath=str(tmp_path), statistics=["loss", "margin"], embeddings=False))
+    trainer.fit(model, dm)
+    loss, margin = load_ranking(tmp_path / "loss.npz"), load_ranking(tmp_path / "margin.npz")
+    kept = np.flatnonzero(np.isin(dm.targets, dm.class_ids))
+    assert sorted(loss.indices) == kept.tolist() and len(margin) == dm.pool_size
+    model.eval()
+    x, y, _ = next(iter(dm.scoring_dataloader(kept[:5])))
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x), torch.as_tensor(dm.label_map())[y], reduction="none")
+    got = dict(zip(loss.indices.tolist(), loss.scores.tolist(), strict=True))
+    np.testing.assert_allclose([got[i] for i in kept[:5]], expected.numpy(), rtol=1e-4)
+
+
+def test_ddp_two_processes_score_like_one_and_count_each_example_once_per_epoch(tmp_path):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    subprocess.run([sys.executable, str(SCRIPTS / "ddp_callbacks.py"), str(out)], check=True, timeout=1500)
+    dm = DigitsDataModule(batch_size=64)
+    counts = np.load(out / "presentations.npz")
+    assert (counts["raw"].sum(axis=1) == dm.pool_size + 1).all()  # 1437 examples: the sampler repeats one
+    assert (counts["forgetting"] == 2).all()  # yet every example counts once in each of the 2 epochs
+    for name in ("forgetting", "el2n", "aum"):
+        assert sorted(load_ranking(out / f"{name}.npz").indices) == list(range(dm.pool_size))
+
+    model = digits_module()
+    model.load_state_dict(torch.load(out / "model.pt"))
+    single = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    single.callbacks.append(PostTrainingScores(dirpath=str(tmp_path / "single")))
+    single.predict(model, dm, return_predictions=False)
+    for name in ("loss", "entropy", "least_confidence", "margin"):
+        ddp, one = load_ranking(out / f"{name}.npz"), load_ranking(tmp_path / "single" / f"{name}.npz")
+        assert sorted(ddp.indices) == list(range(dm.pool_size))
+        np.testing.assert_allclose(ddp.scores[np.argsort(ddp.indices)], one.scores[np.argsort(one.indices)], atol=1e-5)
+        assert ddp.metadata["world_size"] == 2 and ddp.metadata["epochs"] == 2
+    np.testing.assert_allclose(
+        np.load(out / "embeddings.npy"), np.load(tmp_path / "single" / "embeddings.npy"), atol=1e-5
+    )
+
+
+def test_readme_adoption_example_runs_with_a_foreign_module(tmp_path, monkeypatch):
+    """The README's example: a module and dataset written elsewhere (dict batches) adopt the callbacks."""
+    text = README.read_text()
+    code = re.search(r"<!-- adoption example -->\s*```python\n(.*?)```", text, re.S)
+    assert code, "README lost its adoption example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme_example"}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    n = len(namespace["dataset"])
+    for name in ("forgetting", "el2n", "aum", "loss", "margin"):
+        assert sorted(load_ranking(tmp_path / "rankings" / f"{name}.npz").indices) == list(range(n)), name
+    model = namespace["model"].eval()
+    points, labels = namespace["points"], namespace["labels"]
+    with torch.no_grad():
+        expected = F.cross_entropy(model(points), labels, reduction="none").numpy()
+    loss = load_ranking(tmp_path / "rankings" / "loss.npz")
+    np.testing.assert_allclose(loss.scores, expected[loss.indices], rtol=1e-4, atol=1e-6)
