@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_proxy.datamodules.base import PoolDataModule
 from lightning_proxy.module import ClassificationModule
 
-# name -> (entry point taking argv, one-line description); the experiments register themselves here.
-EXPERIMENTS: dict[str, tuple[Callable[[list[str]], object], str]] = {}
+# name -> ("module:function" taking argv, one-line description); imported only when the command runs
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "coreset": ("lightning_proxy.experiments.coreset:main", "core-set selection via proxy, end to end"),
+    "compare-rankings": ("lightning_proxy.experiments.compare:main", "correlations and top-k overlap of rankings"),
+    "aggregate-rankings": ("lightning_proxy.cli:aggregate_rankings_command", "combine several seeds' rankings"),
+}
 
 
 class ProxyCLI(LightningCLI):
@@ -52,13 +57,11 @@ def aggregate_rankings_command(argv: list[str]) -> None:
     print(f"{save_ranking(ns.output, ranking)}: {ranking.metadata['statistic']}, {ns.how} of {len(ns.rankings)} runs")
 
 
-EXPERIMENTS["aggregate-rankings"] = (aggregate_rankings_command, "combine several seeds' rankings into one")
-
-
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in EXPERIMENTS:
-        EXPERIMENTS[argv[0]][0](argv[1:])
+        module, function = EXPERIMENTS[argv[0]][0].split(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
         return
     if not argv or argv[0] in ("-h", "--help"):
         print("experiment commands (each has --help):")

@@ -192,7 +192,8 @@ class ClassificationModule(L.LightningModule):
                 opt,
                 max_lr=hp.lr,
                 total_steps=total,
-                pct_start=hp.pct_start,
+                # a warm-up shorter than a step is no warm-up (and exactly one step divides by zero in torch)
+                pct_start=hp.pct_start if hp.pct_start * total > 1 else 0.0,
                 div_factor=hp.div_factor,
                 final_div_factor=hp.final_div_factor,
             )

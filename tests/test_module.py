@@ -87,3 +87,18 @@ def test_one_cycle_peaks_at_lr_and_fit_logs_best_accuracy(tmp_path):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         module(**kwargs)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 4, 5])
+def test_one_cycle_survives_runs_of_a_few_steps(steps):
+    # pct_start 0.25 of 4 steps is a one-step warm-up, on which torch's OneCycleLR divides by zero
+    m = module(lr=0.1, schedule="one_cycle", pct_start=0.25)
+    m._trainer = type("FakeTrainer", (), {"estimated_stepping_batches": steps})()
+    config = m.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) <= 0.1 + 1e-9 and len(lrs) == steps

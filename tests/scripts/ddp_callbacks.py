@@ -33,6 +33,7 @@ class CountPresentations(L.Callback):
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # two processes on a small CPU: more threads only make them contend
     out = Path(sys.argv[1])
     L.seed_everything(0)
     dm = DigitsDataModule(batch_size=64)

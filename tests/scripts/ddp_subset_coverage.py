@@ -28,6 +28,7 @@ class RecordIndices(L.Callback):
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # two processes on a small CPU: more threads only make them contend
     L.seed_everything(0)
     dm = DigitsDataModule(batch_size=16, subset=SubsetSpec(fraction=0.3, seed=5, classes=7))
     model = ClassificationModule(arch="preact_resnet8", num_classes=dm.num_classes, in_channels=1)

@@ -1,0 +1,1 @@
+"""Experiments composed of training runs: core-set selection via proxy, ranking comparison."""

@@ -1,0 +1,104 @@
+"""How much rankings agree (SVP Figure 3): Spearman, Pearson and top-k overlap, with a heatmap.
+
+lightning-proxy compare-rankings runs/a/forgetting.npz runs/b/forgetting.npz ... --top 0.1 --output cmp.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lightning_proxy.selection.ranking import Ranking, load_ranking
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """Infinite scores (never-learned examples) become just beyond the finite range, for Pearson."""
+    finite = scores[np.isfinite(scores)]
+    top, bottom = (finite.max(), finite.min()) if len(finite) else (0.0, 0.0)
+    return np.where(np.isposinf(scores), top + 1, np.where(np.isneginf(scores), bottom - 1, scores))
+
+
+def compare_pair(a: Ranking, b: Ranking, top: float = 0.1) -> dict[str, float]:
+    """Correlations over the examples both rank, and the overlap of their top ``top`` share of those."""
+    if a.metadata.get("fingerprint") != b.metadata.get("fingerprint"):
+        raise ValueError("the rankings were made on different pools (their fingerprints differ)")
+    common, ia, ib = np.intersect1d(a.indices, b.indices, return_indices=True)
+    if len(common) < 2:
+        raise ValueError(f"the rankings share {len(common)} examples; correlations need at least 2")
+    sa, sb = a.scores[ia], b.scores[ib]
+    k = max(1, round(top * len(common)))
+    top_a = set(common[np.lexsort((common, -sa))[:k]].tolist())
+    top_b = set(common[np.lexsort((common, -sb))[:k]].tolist())
+    return {
+        "spearman": float(stats.spearmanr(sa, sb).statistic),
+        "pearson": float(stats.pearsonr(_finite(sa), _finite(sb)).statistic),
+        f"top{top:g}_overlap": len(top_a & top_b) / k,
+        "examples": len(common),
+    }
+
+
+def compare_rankings(rankings: Sequence[Ranking], names: Sequence[str], top: float = 0.1) -> pd.DataFrame:
+    """One row per pair of rankings."""
+    if not 0 < top <= 1:
+        raise ValueError(f"top must be a fraction in (0, 1], got {top}")
+    rows = []
+    for (i, a), (j, b) in itertools.combinations(enumerate(rankings), 2):
+        rows.append({"a": names[i], "b": names[j], **compare_pair(a, b, top)})
+    return pd.DataFrame(rows)
+
+
+def plot_heatmap(table: pd.DataFrame, names: Sequence[str], path: str | Path, value: str = "spearman") -> Path:
+    """A symmetric heatmap of ``value`` between every pair, as SVP's Figure 3."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = {n: i for i, n in enumerate(names)}
+    matrix = np.eye(len(names))
+    for row in table.itertuples():
+        matrix[index[row.a], index[row.b]] = matrix[index[row.b], index[row.a]] = getattr(row, value)
+    size = 1.2 + 0.9 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(matrix, vmin=-1 if matrix.min() < 0 else 0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i, j in itertools.product(range(len(names)), repeat=2):
+        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w" if matrix[i, j] < 0.6 else "k")
+    fig.colorbar(image, ax=ax, label=value)
+    ax.set_title(f"{value} correlation between rankings")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str]) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(
+        prog="lightning-proxy compare-rankings",
+        description="Spearman and Pearson correlations and top-k overlap between ranking files, and a heatmap.",
+    )
+    parser.add_argument("rankings", nargs="+", help="two or more ranking files (.npz) of one pool")
+    parser.add_argument("--names", nargs="+", help="labels for the heatmap (default: parent folder/statistic)")
+    parser.add_argument("--top", type=float, default=0.1, help="share of examples for the top-k overlap")
+    parser.add_argument("--output", "-o", default="ranking_comparison.png", help="heatmap PNG (a CSV goes beside)")
+    ns = parser.parse_args(argv)
+    if len(ns.rankings) < 2:
+        parser.error("compare-rankings needs at least two ranking files")
+    names = ns.names or [f"{Path(p).parent.name}/{Path(p).stem}" for p in ns.rankings]
+    if len(names) != len(ns.rankings) or len(set(names)) != len(names):
+        parser.error("--names needs one distinct name per ranking file")
+    table = compare_rankings([load_ranking(p) for p in ns.rankings], names, ns.top)
+    png = plot_heatmap(table, names, ns.output)
+    table.to_csv(png.with_suffix(".csv"), index=False)
+    print(table.to_string(index=False, float_format="%.3f"))
+    print(f"heatmap: {png}, table: {png.with_suffix('.csv')}")
+    return table

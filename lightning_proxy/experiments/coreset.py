@@ -1,0 +1,255 @@
+"""Core-set selection via proxy (SVP section 3.3, Figures 2-3), end to end and resumable.
+
+For every seed: train the proxy on the whole pool with the per-example callbacks; turn its forgetting
+events, entropy (or any statistic it wrote) and greedy k-centers on its embeddings into subsets of each
+size; train the target on every subset, on a random subset of the same size, and on everything (whose own
+rankings are the oracle). Every training is a ``lightning-proxy fit`` run in its own folder, skipped when
+its result exists, so a killed experiment resumes at the first unfinished training.
+
+    lightning-proxy coreset --config configs/coreset_digits.yaml
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lightning_proxy.experiments.compare import compare_pair, compare_rankings, plot_heatmap
+from lightning_proxy.experiments.runs import train, write_json
+from lightning_proxy.selection.ranking import Ranking, load_ranking, save_ranking
+
+SCORE_STATISTICS = ("loss", "entropy", "least_confidence", "margin")
+EPOCH_STATISTICS = {"forgetting": "ForgettingEvents", "el2n": "EL2N", "aum": "AreaUnderMargin"}
+KNOWN_METHODS = ("random", "kcenters", *EPOCH_STATISTICS, *SCORE_STATISTICS)
+
+
+def callbacks_for(statistics: set[str], embeddings: bool) -> list[dict[str, Any]]:
+    """The per-example callbacks (as ``class_path`` dicts) that write ``statistics`` into the run's folder."""
+    out = [
+        {"class_path": f"lightning_proxy.callbacks.{cls}"}
+        for name, cls in EPOCH_STATISTICS.items()
+        if name in statistics
+    ]
+    scores = [s for s in SCORE_STATISTICS if s in statistics]
+    if scores or embeddings:
+        init = {"statistics": scores or ["entropy"], "embeddings": embeddings}
+        out.append({"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init})
+    return out
+
+
+def k_centers_ranking(folder: Path, budget_fraction: float, seed: int) -> Path:
+    """Greedy k-centers on the proxy's embeddings, saved as a ranking: the first chosen scores highest."""
+    path = folder / "kcenters.npz"
+    if path.is_file():
+        return path
+    from lightning_proxy.selection.kcenters import greedy_k_centers
+
+    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
+    reference = load_ranking(next(folder.glob("entropy.npz"), None) or next(folder.glob("*.npz")))
+    budget = math.ceil(budget_fraction * len(embeddings))
+    start = time.perf_counter()
+    order = greedy_k_centers(np.asarray(embeddings), budget, seed=seed).numpy()
+    seconds = time.perf_counter() - start
+    metadata = {
+        **{k: v for k, v in reference.metadata.items() if k not in ("statistic", "direction", "format")},
+        "statistic": "kcenters",
+        "direction": "higher_is_chosen_first",
+        "budget": budget,
+        "kcenters_seed": seed,
+        "seconds": seconds,
+    }
+    return save_ranking(path, Ranking.from_scores(np.arange(budget, 0, -1, dtype=np.float64), metadata, order))
+
+
+def keep_for(ranking_path: Path) -> str:
+    """Which end SVP keeps: the hardest or most uncertain examples (k-centers: the first chosen), per the direction."""
+    return "lowest" if load_ranking(ranking_path).metadata.get("direction") == "higher_is_easier" else "highest"
+
+
+def coreset(
+    proxy_config: str,
+    target_config: str,
+    output: str = "runs/coreset",
+    proxy_args: dict[str, Any] | None = None,
+    target_args: dict[str, Any] | None = None,
+    data_args: dict[str, Any] | None = None,
+    methods: list[str] | None = None,
+    fractions: list[float] | None = None,
+    seeds: list[int] | None = None,
+    oracle: bool = True,
+) -> pd.DataFrame:
+    """Core-set selection via proxy: train the proxy, select subsets by each method, train the target on each.
+
+    Args:
+        proxy_config: training config of the proxy (a ``lightning-proxy fit`` YAML).
+        target_config: training config of the target.
+        output: folder of the runs and the results (``results.csv``, ``summary.csv``, ``summary.txt``,
+            ``coreset.png``, ``ranking_correlation.png``).
+        proxy_args: command-line overrides of the proxy's config, e.g. ``{"model.arch": "preact_resnet8"}``.
+        target_args: overrides of the target's config.
+        data_args: overrides applied to both, e.g. ``{"data.root": "/data/cifar"}``.
+        methods: ``random``, ``kcenters`` or a statistic the callbacks write (``forgetting``, ``entropy``,
+            ``least_confidence``, ``margin``, ``loss``, ``el2n``, ``aum``). Default: forgetting, entropy,
+            kcenters, random.
+        fractions: subset sizes as shares of the pool (default 0.3, 0.5, 0.7, 0.9).
+        seeds: one proxy, k-centers start and target per seed (default [0]).
+        oracle: also train the target on subsets chosen by its own rankings (from its run on everything;
+            those rankings are compared with the proxy's in any case).
+    """
+    methods = list(methods or ["forgetting", "entropy", "kcenters", "random"])
+    fractions = sorted(fractions or [0.3, 0.5, 0.7, 0.9])
+    seeds = list(seeds if seeds is not None else [0])
+    unknown = [m for m in methods if m not in KNOWN_METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(KNOWN_METHODS)}")
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ValueError(f"fractions must lie in (0, 1], got {bad}")
+    for config in (proxy_config, target_config):
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"training config {config} does not exist (paths are relative to {Path.cwd()})")
+    out = Path(output)
+    statistics = {m for m in methods if m not in ("random", "kcenters")}
+    proxy_overrides = {**(data_args or {}), **(proxy_args or {})}
+    target_overrides = {**(data_args or {}), **(target_args or {})}
+    rows, correlations = [], []
+    for seed in seeds:
+        base = out / f"seed{seed}"
+        proxy_dir = base / "proxy"
+        proxy = train(
+            proxy_dir,
+            proxy_config,
+            proxy_overrides,
+            callbacks_for(statistics, "kcenters" in methods),
+            seed,
+            role="proxy",
+        )
+        rankings = {m: proxy_dir / f"{m}.npz" for m in statistics}
+        selection_seconds = {m: 0.0 for m in methods}
+        if "kcenters" in methods:
+            rankings["kcenters"] = k_centers_ranking(proxy_dir, max(fractions), seed)
+            selection_seconds["kcenters"] = float(load_ranking(rankings["kcenters"]).metadata["seconds"])
+        # the target on everything: the baseline, and its own rankings (for the correlations and the oracle)
+        full = train(
+            base / "full", target_config, target_overrides, callbacks_for(statistics, False), seed, role="full"
+        )
+        rows.append(
+            {"seed": seed, "method": "full", "fraction": 1.0, **_row(full), "end_to_end_seconds": full["seconds"]}
+        )
+        rankings.update({f"oracle_{m}": base / "full" / f"{m}.npz" for m in statistics})
+        for method in [*methods, *(f"oracle_{m}" for m in sorted(statistics) if oracle)]:
+            for fraction in fractions:
+                subset: dict[str, Any] = {"data.subset.fraction": fraction, "data.subset.seed": seed}
+                if method != "random":
+                    subset |= {
+                        "data.subset.ranking": str(rankings[method]),
+                        "data.subset.keep": keep_for(rankings[method]),
+                    }
+                folder = base / method / f"{fraction:g}"
+                result = train(
+                    folder, target_config, {**target_overrides, **subset}, [], seed, role=method, fraction=fraction
+                )
+                uses_proxy = method in statistics or method == "kcenters"
+                overhead = proxy["seconds"] + selection_seconds.get(method, 0.0) if uses_proxy else 0.0
+                if method.startswith("oracle_"):
+                    overhead = full["seconds"]  # the oracle trains the target on everything first
+                rows.append(
+                    {
+                        "seed": seed,
+                        "method": method,
+                        "fraction": fraction,
+                        **_row(result),
+                        "proxy_seconds": proxy["seconds"] if uses_proxy else 0.0,
+                        "selection_seconds": selection_seconds.get(method, 0.0),
+                        "end_to_end_seconds": overhead + result["seconds"],
+                    }
+                )
+        for m in sorted(statistics):
+            pair = compare_pair(load_ranking(rankings[m]), load_ranking(rankings[f"oracle_{m}"]))
+            correlations.append({"seed": seed, "statistic": m, **pair})
+        if seed == seeds[0] and statistics:  # SVP Figure 3: every proxy and target ranking of one seed
+            names = [f"{who} {m}" for who in ("proxy", "target") for m in sorted(statistics)]
+            files = [rankings[m] for m in sorted(statistics)] + [rankings[f"oracle_{m}"] for m in sorted(statistics)]
+            table = compare_rankings([load_ranking(f) for f in files], names)
+            plot_heatmap(table, names, out / "ranking_correlation.png")
+    return report(out, pd.DataFrame(rows), pd.DataFrame(correlations))
+
+
+def _row(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in ("val_error", "train_examples", "seconds")}
+
+
+def report(out: Path, results: pd.DataFrame, correlations: pd.DataFrame) -> pd.DataFrame:
+    """Write results.csv (every training), summary.csv/.txt (mean and std over seeds) and the figures."""
+    results.to_csv(out / "results.csv", index=False)
+    full_seconds = results.loc[results.method == "full", "seconds"].mean()
+    summary = (
+        results.groupby(["method", "fraction"], sort=False)
+        .agg(
+            error_mean=("val_error", "mean"),
+            error_std=("val_error", "std"),
+            examples=("train_examples", "mean"),
+            target_seconds=("seconds", "mean"),
+            end_to_end_seconds=("end_to_end_seconds", "mean"),
+            seeds=("seed", "count"),
+        )
+        .reset_index()
+    )
+    summary["speedup"] = full_seconds / summary["end_to_end_seconds"]
+    summary.to_csv(out / "summary.csv", index=False)
+    text = ["Core-set selection via proxy: target top-1 validation error (mean and std over seeds)", ""]
+    text.append(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if len(correlations):
+        correlations.to_csv(out / "ranking_correlation.csv", index=False)
+        text += [
+            "",
+            "Proxy vs target rankings of the same statistic:",
+            correlations.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+        ]
+    (out / "summary.txt").write_text("\n".join(text) + "\n")
+    plot_errors(summary, out / "coreset.png")
+    write_json(out / "done.json", {"trainings": len(results)})
+    print("\n".join(text))
+    return summary
+
+
+def plot_errors(summary: pd.DataFrame, path: Path) -> None:
+    """Error against subset size, one line per method, random dashed, everything dotted (SVP Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for method, group in summary[summary.method != "full"].groupby("method", sort=False):
+        style = {"linestyle": "--", "color": "gray"} if method == "random" else {"marker": "o"}
+        ax.errorbar(
+            100 * group.fraction,
+            100 * group.error_mean,
+            yerr=100 * group.error_std.fillna(0),
+            label=method,
+            capsize=3,
+            **style,
+        )
+    full = summary[summary.method == "full"]
+    if len(full):
+        ax.axhline(100 * full.error_mean.iloc[0], color="k", linestyle=":", label="full data")
+    ax.set_xlabel("subset size (% of the training pool)")
+    ax.set_ylabel("target top-1 error (%)")
+    ax.set_title("Core-set selection via proxy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> pd.DataFrame:
+    from jsonargparse import CLI
+
+    return CLI(coreset, args=argv, as_positional=False)

@@ -1,0 +1,139 @@
+"""The coreset experiment end to end on digits (tiny trainings), its resume, and compare-rankings."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lightning_proxy.experiments.coreset as coreset_module
+from lightning_proxy.experiments.compare import compare_rankings
+from lightning_proxy.experiments.compare import main as compare_main
+from lightning_proxy.selection import Ranking, load_ranking, save_ranking
+from lightning_proxy.selection.kcenters import greedy_k_centers
+
+DIGITS = str(Path(__file__).parents[1] / "configs" / "digits.yaml")
+QUICK = {  # every example seen (rankings must cover the pool to supply subsets)
+    "model.arch": "preact_resnet8",
+    "trainer.max_epochs": 2,
+    "trainer.limit_val_batches": 1,
+    "trainer.enable_progress_bar": False,
+    "trainer.enable_model_summary": False,
+}
+POOL = 1437
+RESULT_COLUMNS = ["seed", "method", "fraction", "val_error", "train_examples"]
+
+
+def tiny_coreset(output: Path, **kw):
+    args = {
+        "proxy_config": DIGITS,
+        "target_config": DIGITS,
+        "output": str(output),
+        "proxy_args": QUICK,
+        "target_args": {**QUICK, "trainer.max_epochs": 1},
+        "methods": ["forgetting", "entropy", "kcenters", "random"],
+        "fractions": [0.3, 0.6],
+        "seeds": [0],
+        "oracle": True,
+    }
+    return coreset_module.coreset(**{**args, **kw})
+
+
+def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch):
+    summary = tiny_coreset(tmp_path / "straight")
+    out = tmp_path / "straight"
+    results = pd.read_csv(out / "results.csv")
+    methods = ["forgetting", "entropy", "kcenters", "random", "oracle_entropy", "oracle_forgetting"]
+    assert sorted(set(results.method)) == sorted(["full", *methods])
+    for row in results.itertuples():
+        assert row.train_examples == (POOL if row.method == "full" else round(row.fraction * POOL))
+        assert 0 <= row.val_error <= 1
+    assert (results.end_to_end_seconds >= results.seconds).all()
+    assert set(summary.columns) >= {"error_mean", "error_std", "end_to_end_seconds", "speedup"}
+    for name in ("coreset.png", "ranking_correlation.png", "summary.txt", "summary.csv", "ranking_correlation.csv"):
+        assert (out / name).stat().st_size > 0, name
+
+    # the k-centers ranking is the greedy order on the proxy's embeddings, first chosen first
+    kcenters = load_ranking(out / "seed0" / "proxy" / "kcenters.npz")
+    embeddings = np.load(out / "seed0" / "proxy" / "embeddings.npy")
+    assert len(kcenters) == math.ceil(0.6 * POOL)  # the largest fraction's budget; smaller ones are prefixes
+    assert kcenters.indices.tolist() == greedy_k_centers(embeddings, len(kcenters), seed=0).tolist()
+    assert (
+        kcenters.metadata["fingerprint"]
+        == load_ranking(out / "seed0" / "proxy" / "entropy.npz").metadata["fingerprint"]
+    )
+
+    # a crash in the middle of the fifth training (its folder half written), then a resume
+    real_train, calls = coreset_module.train, []
+
+    def crashing_train(folder, *args, **kwargs):
+        calls.append(folder)
+        if len(calls) == 5:
+            folder.mkdir(parents=True)
+            (folder / "metrics.csv").write_text("epoch,val/acc\n0,")
+            raise RuntimeError("simulated crash")
+        return real_train(folder, *args, **kwargs)
+
+    crashed = tmp_path / "crashed"
+    monkeypatch.setattr(coreset_module, "train", crashing_train)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tiny_coreset(crashed)
+    finished = sorted(p.parent for p in crashed.rglob("result.json"))
+    stamps = {p: (p / "result.json").stat().st_mtime_ns for p in finished}
+    assert len(finished) == 4 and not (crashed / "results.csv").exists()
+    monkeypatch.setattr(coreset_module, "train", real_train)
+    tiny_coreset(crashed)
+    assert all((p / "result.json").stat().st_mtime_ns == stamps[p] for p in finished)  # not trained again
+    resumed = pd.read_csv(crashed / "results.csv")
+    pd.testing.assert_frame_equal(resumed[RESULT_COLUMNS], results[RESULT_COLUMNS])
+
+
+def test_coreset_refuses_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="unknown methods"):
+        tiny_coreset(tmp_path, methods=["forgetting", "vibes"])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        tiny_coreset(tmp_path, fractions=[0.5, 1.5])
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        tiny_coreset(tmp_path, target_config="nowhere.yaml")
+
+
+def ranking(scores, **meta):
+    return Ranking.from_scores(scores, {"statistic": "s", "num_examples": len(scores), "fingerprint": "f", **meta})
+
+
+def test_compare_rankings_values_and_heatmap(tmp_path, capsys):
+    a = ranking([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    b = ranking([2.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 9.0])  # two swaps at both ends
+    c = ranking([10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, np.inf])  # reversed but the never-learned last
+    table = compare_rankings([a, b, c], ["a", "b", "c"], top=0.2).set_index(["a", "b"])
+    # Spearman of a and b: 1 - 6 * sum(d^2) / (n (n^2 - 1)) with four rank differences of 1
+    assert table.loc[("a", "b"), "spearman"] == pytest.approx(1 - 6 * 4 / (10 * 99))
+    assert table.loc[("a", "b"), "top0.2_overlap"] == 1.0  # both put examples 8 and 9 on top
+    assert table.loc[("a", "c"), "top0.2_overlap"] == 0.5  # {9, 8} against {9, 0}
+    ranks_c = [9, 8, 7, 6, 5, 4, 3, 2, 1, 10]
+    expected = np.corrcoef(np.arange(1, 11), ranks_c)[0, 1]
+    assert table.loc[("a", "c"), "spearman"] == pytest.approx(expected)
+
+    paths = []
+    for name, r in {"a": a, "b": b}.items():
+        paths.append(str(save_ranking(tmp_path / name / "s.npz", r)))
+    compare_main([*paths, "--top", "0.2", "--output", str(tmp_path / "cmp.png")])
+    assert (tmp_path / "cmp.png").stat().st_size > 0
+    assert pd.read_csv(tmp_path / "cmp.csv").spearman.iloc[0] == pytest.approx(1 - 24 / 990)
+    assert "a/s" in capsys.readouterr().out
+    other = ranking([1.0] * 10, fingerprint="g")
+    with pytest.raises(ValueError, match="different pools"):
+        compare_rankings([a, other], ["a", "other"])
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (Path(DIGITS).parent).glob("coreset_*.yaml")))
+def test_coreset_configs_parse_and_name_existing_training_configs(config, capsys, monkeypatch):
+    monkeypatch.chdir(Path(DIGITS).parents[1])
+    with pytest.raises(SystemExit) as exit_info:
+        coreset_module.main(["--config", f"configs/{config}", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for key in ("proxy_config", "target_config"):
+        path = next(line.split(":", 1)[1].strip() for line in printed.splitlines() if line.startswith(key))
+        assert Path(path).is_file(), path
