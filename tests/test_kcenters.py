@@ -12,22 +12,32 @@ from lightning_proxy.selection import kcenters
 from lightning_proxy.selection.kcenters import greedy_k_centers
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are small: one intra-op thread is faster, and immune to a busy machine's scheduling."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def brute_force(x, budget: int, start=None, seed: int = 0) -> list[int]:
     """Farthest-first on the full (N, N) matrix of float32 squared distances; ties to the lowest index."""
     x = torch.as_tensor(x).float()
-    dist = torch.cat([((block[:, None, :] - x[None, :, :]) ** 2).sum(-1) for block in x.split(128)])  # (N, N)
+    dist = torch.cat([((block[:, None, :] - x[None, :, :]) ** 2).sum(-1) for block in x.split(32)])  # (N, N)
     n = len(x)
     if start is None:
         selected = [int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))]
         order = list(selected)
     else:
         selected, order = [int(i) for i in start], []
+    nearest = dist[selected].min(dim=0).values
+    nearest[selected] = float("-inf")
     while len(order) < budget:
-        nearest = dist[selected].min(dim=0).values
-        nearest[selected] = float("-inf")
         j = int(torch.argmax(nearest))  # the first maximum
-        selected.append(j)
         order.append(j)
+        nearest = torch.minimum(nearest, dist[j])
+        nearest[j] = float("-inf")
     return order
 
 
@@ -83,15 +93,23 @@ def test_half_precision_matches_brute_force_on_upcast_values(dtype):
 
 
 def test_clustered_data_prunes_most_rows_with_identical_order(monkeypatch):
-    x = clustered(2000, 32, clusters=20, spread=4.0, seed=5)
-    expected = brute_force(x, 400)
+    x = clustered(1200, 16, clusters=20, spread=4.0, seed=5)
+    expected = brute_force(x, 300)
     rows = count_rows(monkeypatch)
-    assert greedy_k_centers(x, 400, chunk_size=64).tolist() == expected
-    assert sum(rows) < 0.15 * 400 * 2000  # the brute force reads 400 x 2000 rows
+    assert greedy_k_centers(x, 300, chunk_size=64).tolist() == expected
+    assert sum(rows) < 0.15 * 300 * 1200  # the brute force reads 300 x 1200 rows
     # ties everywhere: a small integer grid with duplicate points
     grid = torch.randint(0, 3, (300, 12), generator=torch.Generator().manual_seed(6)).float()
     grid = torch.cat([grid, grid[:60]])
     assert greedy_k_centers(grid, 355).tolist() == brute_force(grid, 355)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_low_dimensional_data_where_the_triangle_bound_is_tight(rank):
+    """On a line the triangle inequality is nearly an equality: a skip test 1% too loose changes the order."""
+    g = torch.Generator().manual_seed(rank)
+    x = torch.rand(400, rank, generator=g) @ torch.randn(rank, 8, generator=g)
+    assert greedy_k_centers(x, 200).tolist() == brute_force(x, 200)
 
 
 def test_far_from_the_origin_and_small_chunks():

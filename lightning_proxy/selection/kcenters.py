@@ -199,7 +199,8 @@ def _farthest_first_pruned(
     # Then d(c, x_i) >= d(c, a_i) - d(a_i, x_i) > ~ (1 + eps) d(a_i, x_i): the point cannot come closer.
     # Float32 rounding: a computed squared distance (a sum of nonnegative terms) is within a factor
     # (1 +- (d + 2) u) of the true one, and eps >= 2 (d + 2) u is enough for the computed distance of a
-    # skipped point to c to stay >= its computed m2_i (so min() would have left it unchanged); we take 8x.
+    # skipped point to c to stay >= its computed m2_i (so min() would have left it unchanged); we take
+    # eps = 8 (d + 2) u (about 2.5e-4 for d = 512: it costs no pruning to speak of).
     shrink = 1.0 / (4.0 * (1.0 + 8.0 * (d + 2) * _UNIT_ROUNDOFF))
     # lb2 from a float32 matrix-vector product in numpy's BLAS (IEEE float32 whatever torch's matmul precision
     # settings): ||a||^2 + ||c||^2 - 2 a.c, on rows shifted by the first center to limit cancellation, minus
@@ -255,7 +256,7 @@ def _farthest_first_pruned(
             lb2 *= shrink
             np.copyto(threshold[:k], lb2, casting="same_kind")
             # i may come closer only if mind[i] > threshold[assign[i]]
-            np.take(threshold[:k], assign, out=gathered)
+            np.take(threshold[:k], assign, out=gathered, mode="clip")  # "clip": no buffered copy
             candidates = np.flatnonzero(np.greater(mind, gathered, out=mask))
             # Gathering scattered rows costs several times a contiguous read: blocks with at least a quarter of
             # their rows as candidates are read whole (the others' distances cannot undercut their minimum).
