@@ -36,6 +36,8 @@ CHUNK_BYTES = 64 * 2**20  # float32 working rows per chunk on an accelerator
 CPU_CHUNK_BYTES = 2**20  # on CPU: cache-sized chunks are ~2x faster (and smaller) than 64 MiB ones
 _ALLOWED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _UNIT_ROUNDOFF = 2.0**-24  # float32
+_PLAIN_PASS_FRACTION = 0.5  # pruning that leaves more candidates than this is given up for a while ...
+_PLAIN_PASS_CENTERS = 32  # ... for this many centers (all rows read), then tried again
 
 
 def greedy_k_centers(
@@ -222,6 +224,9 @@ def _farthest_first_pruned(
     mask = np.empty(n, dtype=bool)
     block_starts = np.arange(0, n, chunk)
     block_sizes = np.minimum(chunk, n - block_starts)
+    # When the bounds leave most rows as candidates (unstructured data, or the first few centers), computing
+    # them costs more than it saves: then the next centers read every row, and pruning is tried again later.
+    plain_until = 0
 
     def update(k: int, c: torch.Tensor, rows: slice | np.ndarray) -> None:
         """Distances from center ``k`` to ``rows`` (a slice: contiguous, no gather); keep the smaller."""
@@ -238,14 +243,16 @@ def _farthest_first_pruned(
         mind[rows] = np.minimum(old, new)
 
     def add_center(k: int, j: int) -> None:
+        nonlocal plain_until
         c = x[j].float()
         if k == 0:
             origin[:] = c.numpy()
-            for s in range(0, n, chunk):
-                update(k, c, slice(s, s + chunk))
         np.subtract(c.numpy(), origin, out=shifted[k])
         sqnorm[k] = shifted[k].astype(np.float64) @ shifted[k].astype(np.float64)
-        if k > 0:
+        if k < plain_until or k == 0:
+            for s in range(0, n, chunk):
+                update(k, c, slice(s, s + chunk))
+        else:
             # lb2 = (|a|^2 + |c|^2) (1 - gamma) - 2 a.c for the k existing centers a, then the skip threshold
             np.matmul(shifted[:k], shifted[k], out=dots[:k])
             lb2 = bound[:k]
@@ -258,6 +265,8 @@ def _farthest_first_pruned(
             # i may come closer only if mind[i] > threshold[assign[i]]
             np.take(threshold[:k], assign, out=gathered, mode="clip")  # "clip": no buffered copy
             candidates = np.flatnonzero(np.greater(mind, gathered, out=mask))
+            if len(candidates) > _PLAIN_PASS_FRACTION * n:
+                plain_until = k + _PLAIN_PASS_CENTERS
             # Gathering scattered rows costs several times a contiguous read: blocks with at least a quarter of
             # their rows as candidates are read whole (the others' distances cannot undercut their minimum).
             counts = np.diff(np.searchsorted(candidates, block_starts), append=len(candidates))
