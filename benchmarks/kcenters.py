@@ -180,10 +180,10 @@ def by_design_mib(impl: str, args) -> float:
     """What each implementation allocates at its peak, counted from the code (the largest terms)."""
     n, d, budget, cuda = args.n, args.d, args.budget, args.device.startswith("cuda")
     chunk = args.chunk_size or max(1, (64 * 2**20 if cuda else 2**20) // (4 * d))
-    if cuda and args.dtype == "float32" and args.chunk_size is None:
+    if cuda and args.chunk_size is None:  # half precision: torch.mm with float32 output, no upcast copy
         chunk = n
     chunk = min(chunk, n)
-    rows = chunk * d * 4 if (not cuda or args.dtype != "float32") else 0  # float32 working rows
+    rows = chunk * d * 4 if not cuda else 0  # float32 working rows
     if impl == "baseline":
         total = budget * n * 4 + n * 4 + rows + (n * 4 if cuda else 0)
     elif cuda:  # squared norms, min distances, matrix-vector output, order

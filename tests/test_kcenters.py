@@ -220,3 +220,10 @@ def test_cuda_matches_and_does_not_synchronise_per_center():
             torch.cuda.set_sync_debug_mode("default")
         syncs.append(sum("synchroniz" in str(w.message) for w in caught))
     assert syncs[0] == syncs[1]  # a fixed number of synchronisations, not one per center
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_matches_brute_force_on_upcast_values(dtype):
+    x = gaussian(400, 64, 14).to(dtype)
+    assert greedy_k_centers(x.cuda(), 120, seed=3).tolist() == brute_force(x.float(), 120, seed=3)

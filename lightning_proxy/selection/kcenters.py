@@ -61,8 +61,9 @@ def greedy_k_centers(
             ``None`` (or an empty ``start``) one start point is drawn at random (``torch.Generator`` seeded with
             ``seed``) and it IS returned: it is the first index of the result.
         seed: seed for the random start point (used only without ``start``).
-        chunk_size: rows per chunk of the distance computation; default: about 64 MiB of float32 rows on CUDA
-            (one pass over all rows for float32 there, which needs no float32 copy), 1 MiB on CPU (cache-sized).
+        chunk_size: rows per chunk of the distance computation; default on CUDA: all rows in one pass (float32,
+            or half precision through a float32-output matrix product; else 64 MiB of upcast rows), on CPU 1 MiB
+            (cache-sized).
 
     Returns:
         The selected indices, a 1-D int64 CPU tensor of length ``budget``, in the order they were chosen.
@@ -78,7 +79,7 @@ def greedy_k_centers(
     on_cpu = x.device.type == "cpu"
     if chunk_size is None:
         chunk_size = max(1, (CPU_CHUNK_BYTES if on_cpu else CHUNK_BYTES) // (4 * d))
-        if not on_cpu and x.dtype == torch.float32:
+        if not on_cpu and (x.dtype == torch.float32 or _mm_to_float32_works(x)):
             chunk_size = n  # matrix-vector products need no float32 copy: one pass, fewest kernel launches
     else:
         chunk_size = operator.index(chunk_size)
@@ -296,9 +297,14 @@ def _farthest_first_dense(
     n, d = x.shape
     device = x.device
     sqnorm = torch.empty(n, device=device)
-    for s in range(0, n, chunk):
-        rows = x[s : s + chunk].float()
-        torch.linalg.vecdot(rows, rows, out=sqnorm[s : s + chunk])
+    norm_chunk = max(1, CHUNK_BYTES // (4 * d))  # vecdot makes an elementwise product: keep it to ~64 MiB
+    for s in range(0, n, norm_chunk):
+        rows = x[s : s + norm_chunk].float()
+        torch.linalg.vecdot(rows, rows, out=sqnorm[s : s + norm_chunk])
+    # Half-precision rows go straight into a matrix product with float32 output and accumulation (exact products,
+    # as for upcast rows): no float32 copy, so they are read at their own width. Where that product does not
+    # exist (CPU, older torch) they are upcast chunk by chunk.
+    half_direct = x.dtype != torch.float32 and _mm_to_float32_works(x)
     mind = torch.full((n,), float("inf"), device=device)
     if start is not None:
         _min_dist_to_set(x, sqnorm, start.to(device), mind, chunk)
@@ -309,15 +315,30 @@ def _farthest_first_dense(
         # the argmax stays on the device: no host synchronisation per center
         j = first_index if (k == 0 and first_index is not None) else torch.argmax(mind).view(1)
         order[k : k + 1].copy_(j)
-        c = x.index_select(0, j).float().view(d)
+        c_row = x.index_select(0, j).view(d, 1)
+        c = c_row.float().view(d)
         c_sqnorm = sqnorm.index_select(0, j)
         for s in range(0, n, chunk):
             rows = x[s : s + chunk]
-            rows = rows if rows.dtype == torch.float32 else rows.float()
-            dist = torch.addmv(sqnorm[s : s + chunk], rows, c, alpha=-2.0).add_(c_sqnorm).clamp_min_(0.0)
+            if half_direct:
+                dots = torch.mm(rows, c_row, out_dtype=torch.float32).view(-1)
+                dist = torch.add(sqnorm[s : s + chunk], dots, alpha=-2.0)
+            else:
+                rows = rows if rows.dtype == torch.float32 else rows.float()
+                dist = torch.addmv(sqnorm[s : s + chunk], rows, c, alpha=-2.0)
+            dist = dist.add_(c_sqnorm).clamp_min_(0.0)
             torch.minimum(mind[s : s + chunk], dist, out=mind[s : s + chunk])
         mind.index_fill_(0, j, float("-inf"))
     return order.cpu()
+
+
+def _mm_to_float32_works(x: torch.Tensor) -> bool:
+    """Whether ``torch.mm(..., out_dtype=torch.float32)`` takes half-precision ``x`` on its device."""
+    try:
+        torch.mm(x[:1], x[:1].T, out_dtype=torch.float32)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 def _min_dist_to_set(
