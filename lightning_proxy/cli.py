@@ -14,6 +14,7 @@ from lightning_proxy.module import ClassificationModule
 # name -> ("module:function" taking argv, one-line description); imported only when the command runs
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "coreset": ("lightning_proxy.experiments.coreset:main", "core-set selection via proxy, end to end"),
+    "active": ("lightning_proxy.experiments.active:main", "batch active learning via proxy, round by round"),
     "compare-rankings": ("lightning_proxy.experiments.compare:main", "correlations and top-k overlap of rankings"),
     "aggregate-rankings": ("lightning_proxy.cli:aggregate_rankings_command", "combine several seeds' rankings"),
 }

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from lightning_proxy.callbacks.base import ExampleStatistic, provenance, targets_and_indices
+from lightning_proxy.selection.subset import read_indices
 
 STATISTICS = ("loss", "entropy", "least_confidence", "margin")
 DIRECTIONS = {
@@ -64,6 +65,9 @@ class PostTrainingScores(ExampleStatistic):
         embeddings: also write the embeddings.
         prefix: prepended to the file names, to keep several scorers apart.
         gather_rows: rows per all-gather when collecting embeddings on rank zero.
+        indices: score only these pool indices (a list, or a ``.npy`` / ``.txt`` / ``.json`` file), e.g. active
+            learning's unlabelled pool; the datamodule's ``scoring_dataloader(indices)`` serves them. Other
+            examples are left out of the rankings and are NaN rows of the embeddings.
     """
 
     statistic = "scores"
@@ -76,6 +80,7 @@ class PostTrainingScores(ExampleStatistic):
         embeddings: bool = True,
         prefix: str = "",
         gather_rows: int = 16384,
+        indices: list[int] | str | None = None,
     ) -> None:
         super().__init__(dirpath, num_examples, filename=f"{prefix}scores")
         unknown = set(statistics) - set(STATISTICS)
@@ -85,6 +90,7 @@ class PostTrainingScores(ExampleStatistic):
         self.embeddings = embeddings
         self.prefix = prefix
         self.gather_rows = gather_rows
+        self.indices = indices
         self._sums: torch.Tensor | None = None
         self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._label_map: torch.Tensor | None = None
@@ -148,14 +154,26 @@ class PostTrainingScores(ExampleStatistic):
 
     def _scoring_loader(self, trainer: L.Trainer) -> DataLoader:
         dm = trainer.datamodule
-        make = getattr(dm, "scoring_dataloader", None) or getattr(dm, "predict_dataloader", None)
-        if make is None:
-            raise RuntimeError(
-                "PostTrainingScores scores the pool with the datamodule's scoring_dataloader() or "
-                "predict_dataloader() (in order, no augmentation, items carrying their pool index); "
-                "fit with a datamodule that has one"
-            )
-        loader = make()
+        if self.indices is not None:
+            if getattr(dm, "scoring_dataloader", None) is None:
+                raise RuntimeError(
+                    "PostTrainingScores(indices=...) scores part of the pool with the datamodule's "
+                    "scoring_dataloader(indices); fit with a datamodule that has one"
+                )
+            indices = read_indices(self.indices, "PostTrainingScores indices")
+            n = self.pool_size(trainer)
+            if len(indices) and (indices.min() < 0 or indices.max() >= n):
+                raise ValueError(f"PostTrainingScores indices fall outside the pool [0, {n})")
+            loader = dm.scoring_dataloader(indices)
+        else:
+            make = getattr(dm, "scoring_dataloader", None) or getattr(dm, "predict_dataloader", None)
+            if make is None:
+                raise RuntimeError(
+                    "PostTrainingScores scores the pool with the datamodule's scoring_dataloader() or "
+                    "predict_dataloader() (in order, no augmentation, items carrying their pool index); "
+                    "fit with a datamodule that has one"
+                )
+            loader = make()
         if trainer.world_size == 1:
             return loader
         sampler = DistributedSampler(

@@ -94,12 +94,12 @@ def choose_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:
     return sorted(lookup[name] for name in spec.classes)
 
 
-def read_indices(source: list[int] | str | Path) -> np.ndarray:
-    """An explicit index list from a list or a ``.npy`` / ``.txt`` / ``.json`` file."""
+def read_indices(source: list[int] | str | Path, what: str = "subset.indices") -> np.ndarray:
+    """An explicit index list from a list or a ``.npy`` / ``.txt`` / ``.json`` file (``what``: for errors)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"subset.indices file {path} does not exist")
+            raise FileNotFoundError(f"{what} file {path} does not exist")
         if path.suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         elif path.suffix == ".json":
@@ -109,7 +109,7 @@ def read_indices(source: list[int] | str | Path) -> np.ndarray:
     else:
         values = np.asarray(source)
     if values.ndim != 1 or (len(values) and not np.issubdtype(values.dtype, np.integer)):
-        raise ValueError(f"subset.indices must be a 1-D list of integers, got {values.dtype} {values.shape}")
+        raise ValueError(f"{what} must be a 1-D list of integers, got {values.dtype} {values.shape}")
     return values.astype(np.int64)
 
 

@@ -1,0 +1,411 @@
+"""Batch active learning via proxy (SVP section 3.2, Tables 1 and 3, Figure 6), resumable round by round.
+
+The labelled set starts as a seeded random share of the pool and grows each round by a batch that the
+selector picks: each round the selector (the small proxy, or the target itself as SVP's baseline) is
+trained from scratch on all labelled data, scores the unlabelled pool, and least confidence or greedy
+k-centers on its penultimate features (started from the labelled set) picks the next batch; random
+selection is the third baseline. At each budget of interest the target is trained on the labelled set.
+
+Indices: the *dataset index* of an example is its position in the full training set (what the datamodule,
+the callbacks and the ranking files use); the active-learning *pool* is a sorted array of dataset indices
+(all of them, or a subset chosen with ``data_args``, e.g. ``data.subset.fraction``). Labelled sets are
+always kept as dataset indices; k-centers works on pool positions and maps them back through the pool.
+
+After every round the loop's ``state.json`` (labelled dataset indices in the order added, the rounds and
+their timings) is written atomically; every training is a ``lightning-proxy fit`` run skipped when its
+result exists, so a killed experiment resumes at the last finished round and ends with the same labelled
+set. Under DDP every rank runs this driver and computes the same selection from the same files.
+
+    lightning-proxy active --config configs/active_digits.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lightning_proxy.experiments.runs import as_cli_args, train, write_json
+
+METHODS = ("least_confidence", "kcenters", "random")
+SELECTORS = ("proxy", "target")
+STATE = "state.json"
+
+
+# --- the schedule ----------------------------------------------------------------------------------------
+def as_size(amount: float | int, pool_size: int, what: str) -> int:
+    """A share of the pool (a float in (0, 1]) or a count (an int >= 1) as a number of examples."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise ValueError(f"{what} must be a share of the pool in (0, 1] or a count of examples, got {amount!r}")
+    if isinstance(amount, float):
+        if not 0.0 < amount <= 1.0:
+            raise ValueError(f"{what} {amount} as a share of the pool must lie in (0, 1]; give a count as an int")
+        return max(1, round(amount * pool_size))
+    if amount < 1:
+        raise ValueError(f"{what} must be a positive count, got {amount}")
+    if amount > pool_size:
+        raise ValueError(f"{what} {amount} exceeds the pool of {pool_size} examples")
+    return amount
+
+
+def labelled_sizes(pool_size: int, schedule: Sequence[float | int], budget: float | int) -> list[int]:
+    """Labelled-set size after each round: ``schedule[0]`` first, then each later step, the last one repeated.
+
+    Steps are shares of the pool (floats) or counts (ints). Shares accumulate before rounding, so
+    ``[0.02, 0.08, 0.1]`` gives exactly 2 %, 10 %, 20 %, ... of the pool; the sizes stop at ``budget``
+    and never exceed the pool. Every round adds at least one example.
+    """
+    if not schedule:
+        raise ValueError("schedule needs at least the initial labelled share, e.g. [0.02, 0.08, 0.1]")
+    final = as_size(budget, pool_size, "the largest budget")
+    share, count, sizes = 0.0, 0, []
+    for k in range(pool_size + len(schedule)):
+        step = schedule[min(k, len(schedule) - 1)]
+        as_size(step, pool_size, f"schedule step {k}")  # validates
+        if isinstance(step, float):
+            share += step
+        else:
+            count += step
+        size = min(final, round(min(share, 1.0) * pool_size) + count)
+        size = max(size, sizes[-1] + 1 if sizes else 1)
+        sizes.append(size)
+        if size >= final:
+            return sizes
+    raise AssertionError("unreachable: every round adds an example")
+
+
+# --- selection -------------------------------------------------------------------------------------------
+def next_batch(
+    method: str, scores_dir: Path | None, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
+) -> np.ndarray:
+    """The ``size`` dataset indices to label next, in the order chosen.
+
+    Args:
+        method: ``least_confidence`` (highest ``1 - max p`` first), ``kcenters`` or ``random``.
+        scores_dir: the selector run's folder, holding ``least_confidence.npz`` / ``embeddings.npy``.
+        pool: sorted dataset indices of the active-learning pool.
+        labelled: dataset indices already labelled (a subset of ``pool``).
+        size: how many to add.
+        seed: seed of the random choice.
+    """
+    unlabelled = np.setdiff1d(pool, labelled)
+    if size > len(unlabelled):
+        raise ValueError(f"cannot label {size} more: only {len(unlabelled)} pool examples are unlabelled")
+    if method == "random":
+        return np.random.default_rng(seed).choice(unlabelled, size, replace=False)
+    if method == "least_confidence":
+        from lightning_proxy.selection.ranking import load_ranking
+
+        ranking = load_ranking(scores_dir / "least_confidence.npz")
+        order = ranking.indices[np.isin(ranking.indices, unlabelled)]  # least confident first
+        if len(order) < size:
+            raise ValueError(
+                f"{scores_dir / 'least_confidence.npz'} scores {len(order)} unlabelled examples, {size} needed"
+            )
+        return order[:size]
+    if method == "kcenters":
+        from lightning_proxy.selection.kcenters import greedy_k_centers
+
+        embeddings = np.load(scores_dir / "embeddings.npy", mmap_mode="r")
+        rows = np.ascontiguousarray(embeddings[pool])  # row p = pool position p
+        start = np.searchsorted(pool, labelled)  # pool positions of the labelled examples
+        positions = greedy_k_centers(rows, size, start=start).numpy()
+        return pool[positions]
+    raise ValueError(f"unknown selection method {method!r}; choose from {list(METHODS)}")
+
+
+def save_indices(path: Path, indices: np.ndarray) -> Path:
+    """Atomically, as a ``.npy`` that ``data.subset.indices`` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{time.monotonic_ns()}.tmp.npy")
+    np.save(tmp, np.asarray(indices, dtype=np.int64))
+    tmp.replace(path)
+    return path
+
+
+# --- the experiment --------------------------------------------------------------------------------------
+def flat(overrides: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested overrides as dotted keys: ``{"data.subset": {"fraction": 0.5}}`` -> ``{"data.subset.fraction": 0.5}``."""
+    out: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and "class_path" not in value:
+            out |= flat(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def read_pool(config: str, overrides: dict[str, Any]) -> tuple[np.ndarray, int, str]:
+    """The active-learning pool (sorted dataset indices: the training subset ``overrides`` define), N, fingerprint."""
+    from lightning_proxy.cli import cli
+
+    run = cli(["--config", config, *as_cli_args(overrides), "--trainer.logger", "false"], run=False)
+    run.datamodule.setup("fit")
+    return (
+        np.asarray(run.datamodule.train_indices, dtype=np.int64),
+        run.datamodule.pool_size,
+        run.datamodule.fingerprint,
+    )
+
+
+class Loop:
+    """One active-learning run (a seed, a selector, a method): rounds until the last size, resumable."""
+
+    def __init__(
+        self,
+        folder: Path,
+        method: str,
+        selector: str | None,
+        config: str | None,
+        overrides: dict[str, Any],
+        pool: np.ndarray,
+        sizes: list[int],
+        seed: int,
+        identity: dict[str, Any],
+    ) -> None:
+        self.folder, self.method, self.selector, self.config = folder, method, selector, config
+        self.overrides, self.pool, self.sizes, self.seed = overrides, pool, sizes, seed
+        self.identity = identity
+        self.state = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        path = self.folder / STATE
+        if not path.is_file():
+            initial = np.random.default_rng(self.seed).choice(self.pool, self.sizes[0], replace=False)
+            state = {**self.identity, "labelled": initial.tolist(), "rounds": [{"size": self.sizes[0]}]}
+            write_json(path, state)
+            return state
+        state = json.loads(path.read_text())
+        changed = [k for k, v in self.identity.items() if state.get(k) != v]
+        if changed:
+            raise ValueError(
+                f"{path} was made with other settings ({', '.join(changed)} differ): use another output folder, "
+                "or delete it to start this loop again"
+            )
+        return state
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.asarray(self.state["labelled"], dtype=np.int64)
+
+    def labelled_file(self, size: int) -> Path:
+        path = self.folder / f"labelled_{size}.npy"
+        if not path.is_file():
+            save_indices(path, self.labelled[:size])
+        return path
+
+    def run_folder(self, who: str, size: int) -> Path:
+        return self.folder / f"{who}_{size}"
+
+    def run(self) -> None:
+        for r in range(len(self.state["rounds"]), len(self.sizes)):
+            have, want = self.sizes[r - 1], self.sizes[r]
+            labelled = self.labelled[:have]
+            train_seconds = 0.0
+            scores_dir = None
+            if self.method != "random":
+                # score what the method needs: the unlabelled pool, plus the labelled set for k-centers' start
+                scored = self.pool if self.method == "kcenters" else np.setdiff1d(self.pool, labelled)
+                scored_file = save_indices(self.folder / f"scored_{have}.npy", scored)
+                init = {
+                    "statistics": ["least_confidence"],
+                    "embeddings": self.method == "kcenters",
+                    "indices": str(scored_file),
+                }
+                scores_dir = self.run_folder(self.selector, have)
+                result = train(
+                    scores_dir,
+                    self.config,
+                    {**self.overrides, "data.subset.indices": str(self.labelled_file(have))},
+                    [{"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init}],
+                    self.seed,
+                    role=f"{self.selector} selector",
+                    labelled=have,
+                )
+                train_seconds = result["seconds"]
+            start = time.perf_counter()
+            batch = next_batch(self.method, scores_dir, self.pool, labelled, want - have, self.seed * 1_000_003 + r)
+            select_seconds = time.perf_counter() - start
+            self.state["labelled"] = [*labelled.tolist(), *batch.tolist()]
+            self.state["rounds"].append(
+                {"size": want, "selector_seconds": train_seconds, "selection_seconds": select_seconds}
+            )
+            write_json(self.folder / STATE, self.state)
+
+    def selection_seconds(self, size: int) -> float:
+        """SVP's data-selection time up to ``size``: training the selector and selecting, every round so far."""
+        return sum(
+            r.get("selector_seconds", 0.0) + r.get("selection_seconds", 0.0)
+            for r in self.state["rounds"]
+            if r["size"] <= size
+        )
+
+
+def active(
+    proxy_config: str,
+    target_config: str,
+    output: str = "runs/active",
+    proxy_args: dict[str, Any] | None = None,
+    target_args: dict[str, Any] | None = None,
+    data_args: dict[str, Any] | None = None,
+    methods: list[str] | None = None,
+    selectors: list[str] | None = None,
+    schedule: list[float | int] | None = None,
+    budgets: list[float | int] | None = None,
+    seeds: list[int] | None = None,
+) -> pd.DataFrame:
+    """Batch active learning via proxy: grow labelled sets round by round, train the target at each budget.
+
+    Args:
+        proxy_config: training config of the proxy selector (a ``lightning-proxy fit`` YAML).
+        target_config: training config of the target (also the selector in SVP's baseline).
+        output: folder of the runs and the results (``results.csv``, ``summary.csv``, ``summary.txt``,
+            ``active.png``).
+        proxy_args: command-line overrides of the proxy's config, e.g. ``{"model.arch": "preact_resnet8"}``.
+        target_args: overrides of the target's config.
+        data_args: overrides of both; ``data.subset.*`` here chooses the active-learning pool (e.g.
+            ``data.subset.fraction: 0.5``, or ``data.subset.classes``), which may be part of the dataset.
+        methods: ``least_confidence``, ``kcenters``, ``random`` (default: all three).
+        selectors: ``proxy`` and/or ``target`` (default both; random selection needs no selector).
+        schedule: the initial labelled share, then the growth per round, the last step repeated; floats
+            are shares of the pool, ints counts (default ``[0.02, 0.08, 0.1]``: 2 %, 10 %, 20 %, ...).
+        budgets: labelled-set sizes at which the target is trained and evaluated, shares or counts; each
+            must be a size the schedule reaches (default 0.1, 0.2, 0.3, 0.4, 0.5).
+        seeds: one initial set, selector and target initialisation per seed (default ``[0]``).
+    """
+    methods = list(methods or METHODS)
+    selectors = list(selectors or SELECTORS)
+    schedule = list(schedule or [0.02, 0.08, 0.1])
+    budgets = list(budgets or [0.1, 0.2, 0.3, 0.4, 0.5])
+    seeds = list(seeds if seeds is not None else [0])
+    if unknown := [m for m in methods if m not in METHODS]:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if unknown := [s for s in selectors if s not in SELECTORS]:
+        raise ValueError(f"unknown selectors {unknown}; choose from {list(SELECTORS)}")
+    for config in (proxy_config, target_config):
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"training config {config} does not exist (paths are relative to {Path.cwd()})")
+    data = flat(data_args)
+    pool, dataset_size, fingerprint = read_pool(target_config, {**data, **flat(target_args)})
+    # runs on a labelled set keep the pool's class restriction (and its label mapping), not its sampling rule
+    kept = {"data.subset.classes", "data.subset.seed"}
+    run_data = {k: v for k, v in data.items() if not k.startswith("data.subset.") or k in kept}
+    configs = {
+        "proxy": (proxy_config, {**run_data, **flat(proxy_args)}),
+        "target": (target_config, {**run_data, **flat(target_args)}),
+    }
+    budget_sizes = {b: as_size(b, len(pool), "budget") for b in budgets}
+    sizes = labelled_sizes(len(pool), schedule, max(budget_sizes.values()))
+    if missing := [b for b, s in budget_sizes.items() if s not in sizes]:
+        raise ValueError(f"budgets {missing} are not labelled-set sizes the schedule {schedule} reaches: {sizes}")
+    out = Path(output)
+    rows = []
+    for seed in seeds:
+        loops = [("random", None)] if "random" in methods else []
+        loops += [(m, s) for s in selectors for m in methods if m != "random"]
+        for method, selector in loops:
+            name = method if selector is None else f"{selector}_{method}"
+            config, overrides = configs[selector or "target"]
+            identity = {"pool_size": len(pool), "dataset_size": dataset_size, "fingerprint": fingerprint}
+            identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
+            loop = Loop(out / f"seed{seed}" / name, method, selector, config, overrides, pool, sizes, seed, identity)
+            loop.run()
+            _, target_overrides = configs["target"]
+            for budget, size in budget_sizes.items():
+                # with the target as selector, its round on this labelled set is already this training
+                result = train(
+                    loop.run_folder("target", size),
+                    target_config,
+                    {**target_overrides, "data.subset.indices": str(loop.labelled_file(size))},
+                    [],
+                    seed,
+                    role="target",
+                    labelled=size,
+                )
+                rows.append(
+                    {
+                        "seed": seed,
+                        "selector": selector or "none",
+                        "method": method,
+                        "budget": budget,
+                        "labelled": size,
+                        "val_error": result["val_error"],
+                        "selection_seconds": loop.selection_seconds(size),
+                        "target_seconds": result["seconds"],
+                    }
+                )
+    return report(out, pd.DataFrame(rows))
+
+
+def report(out: Path, results: pd.DataFrame) -> pd.DataFrame:
+    """Write results.csv, summary.csv/.txt (mean and std over seeds, selection speed-ups) and active.png."""
+    results.to_csv(out / "results.csv", index=False)
+    summary = (
+        results.groupby(["selector", "method", "budget", "labelled"], sort=False)
+        .agg(
+            error_mean=("val_error", "mean"),
+            error_std=("val_error", "std"),
+            selection_seconds=("selection_seconds", "mean"),
+            target_seconds=("target_seconds", "mean"),
+            seeds=("seed", "count"),
+        )
+        .reset_index()
+    )
+    # SVP's data-selection speed-up: the target as selector over the proxy, same method and budget
+    by_target = summary[summary.selector == "target"].set_index(["method", "budget"]).selection_seconds
+    key = list(zip(summary.method, summary.budget, strict=True))
+    summary["selection_speedup"] = [
+        by_target.get(k, np.nan) / s if sel == "proxy" and s > 0 else np.nan
+        for k, s, sel in zip(key, summary.selection_seconds, summary.selector, strict=True)
+    ]
+    summary.to_csv(out / "summary.csv", index=False)
+    text = ["Active learning via proxy: target top-1 validation error (mean and std over seeds)", ""]
+    text.append(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    (out / "summary.txt").write_text("\n".join(text) + "\n")
+    plot_errors(summary, out / "active.png")
+    write_json(out / "done.json", {"trainings": len(results)})
+    print("\n".join(text))
+    return summary
+
+
+def plot_errors(summary: pd.DataFrame, path: Path) -> None:
+    """Error against the labelled budget, one line per selector and method, random dashed (SVP Figure 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for (selector, method), group in summary.groupby(["selector", "method"], sort=False):
+        label = method if selector == "none" else f"{method} ({selector} selects)"
+        style = {"linestyle": "--", "color": "gray"} if method == "random" else {"marker": "o"}
+        if selector == "target":
+            style["linestyle"] = ":"
+        ax.errorbar(
+            group.labelled,
+            100 * group.error_mean,
+            yerr=100 * group.error_std.fillna(0),
+            label=label,
+            capsize=3,
+            **style,
+        )
+    ax.set_xlabel("labelled examples")
+    ax.set_ylabel("target top-1 error (%)")
+    ax.set_title("Active learning via proxy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> pd.DataFrame:
+    from jsonargparse import CLI
+
+    return CLI(active, args=argv, as_positional=False)
