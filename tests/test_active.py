@@ -1,6 +1,8 @@
 """Active learning via proxy: the schedule, the selection rules, a tiny run on digits and its resume."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -237,3 +239,20 @@ def test_active_refuses_bad_settings(tmp_path):
         tiny_active(tmp_path, budgets=[0.12, 0.15])  # 86 examples: between the rounds of 72 and 108
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         tiny_active(tmp_path, proxy_config="nowhere.yaml")
+
+
+def test_ddp_ranks_select_the_same_batches_and_train_on_the_same_labelled_sets(tmp_path):
+    script = Path(__file__).parent / "scripts" / "ddp_active.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=1500)
+    runs = {}
+    for rank in (0, 1):
+        runs[rank] = {
+            kind: [json.loads(line) for line in (tmp_path / f"rank{rank}_{kind}.jsonl").read_text().splitlines()]
+            for kind in ("selected", "trained_on")
+        }
+    assert runs[0] == runs[1]
+    assert [len(b) for b in runs[0]["selected"]] == [72, 72]  # one round per loop: 36 -> 108 of the 718
+    assert len(runs[0]["trained_on"]) == 4  # two selector rounds, two target trainings
+    states = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "run").rglob("state.json")}
+    loops = ["proxy_least_confidence", "proxy_kcenters"]  # in the order they ran
+    assert [states[name]["labelled"][36:] for name in loops] == runs[0]["selected"]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lightning_proxy.experiments.plots import plot_error_curves
 from lightning_proxy.experiments.runs import as_cli_args, train, write_json
 
 METHODS = ("least_confidence", "kcenters", "random")
@@ -376,33 +377,14 @@ def report(out: Path, results: pd.DataFrame) -> pd.DataFrame:
 
 def plot_errors(summary: pd.DataFrame, path: Path) -> None:
     """Error against the labelled budget, one line per selector and method, random dashed (SVP Figure 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    curves = []
     for (selector, method), group in summary.groupby(["selector", "method"], sort=False):
         label = method if selector == "none" else f"{method} ({selector} selects)"
         style = {"linestyle": "--", "color": "gray"} if method == "random" else {"marker": "o"}
         if selector == "target":
             style["linestyle"] = ":"
-        ax.errorbar(
-            group.labelled,
-            100 * group.error_mean,
-            yerr=100 * group.error_std.fillna(0),
-            label=label,
-            capsize=3,
-            **style,
-        )
-    ax.set_xlabel("labelled examples")
-    ax.set_ylabel("target top-1 error (%)")
-    ax.set_title("Active learning via proxy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        curves.append((label, group.labelled, group, style))
+    plot_error_curves(curves, path, "labelled examples", "Active learning via proxy")
 
 
 def main(argv: list[str]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_proxy.experiments.compare import compare_pair, compare_rankings, plot_heatmap
+from lightning_proxy.experiments.plots import plot_error_curves
 from lightning_proxy.experiments.runs import train, write_json
 from lightning_proxy.selection.ranking import Ranking, load_ranking, save_ranking
 
@@ -220,33 +221,18 @@ def report(out: Path, results: pd.DataFrame, correlations: pd.DataFrame) -> pd.D
 
 def plot_errors(summary: pd.DataFrame, path: Path) -> None:
     """Error against subset size, one line per method, random dashed, everything dotted (SVP Figure 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for method, group in summary[summary.method != "full"].groupby("method", sort=False):
-        style = {"linestyle": "--", "color": "gray"} if method == "random" else {"marker": "o"}
-        ax.errorbar(
+    curves = [
+        (
+            method,
             100 * group.fraction,
-            100 * group.error_mean,
-            yerr=100 * group.error_std.fillna(0),
-            label=method,
-            capsize=3,
-            **style,
+            group,
+            {"linestyle": "--", "color": "gray"} if method == "random" else {"marker": "o"},
         )
+        for method, group in summary[summary.method != "full"].groupby("method", sort=False)
+    ]
     full = summary[summary.method == "full"]
-    if len(full):
-        ax.axhline(100 * full.error_mean.iloc[0], color="k", linestyle=":", label="full data")
-    ax.set_xlabel("subset size (% of the training pool)")
-    ax.set_ylabel("target top-1 error (%)")
-    ax.set_title("Core-set selection via proxy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reference = ("full data", full.error_mean.iloc[0]) if len(full) else None
+    plot_error_curves(curves, path, "subset size (% of the training pool)", "Core-set selection via proxy", reference)
 
 
 def main(argv: list[str]) -> pd.DataFrame:
