@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 __all__ = ["greedy_k_centers"]
 
@@ -91,7 +92,10 @@ def greedy_k_centers(
         generator = torch.Generator().manual_seed(seed)
         first = int(torch.randint(n, (1,), generator=generator))
     if on_cpu:
-        return _farthest_first_pruned(x, budget, start_idx, first, chunk_size)
+        # numpy's small matrix-vector products run between torch's threaded distance chunks: a second (BLAS)
+        # thread pool spinning beside torch's costs ~10x on a small CPU, so numpy's BLAS gets one thread
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _farthest_first_pruned(x, budget, start_idx, first, chunk_size)
     return _farthest_first_dense(x, budget, start_idx, first, chunk_size)
 
 
