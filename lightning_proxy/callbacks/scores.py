@@ -160,10 +160,7 @@ class PostTrainingScores(ExampleStatistic):
                     "PostTrainingScores(indices=...) scores part of the pool with the datamodule's "
                     "scoring_dataloader(indices); fit with a datamodule that has one"
                 )
-            indices = read_indices(self.indices, "PostTrainingScores indices")
-            n = self.pool_size(trainer)
-            if len(indices) and (indices.min() < 0 or indices.max() >= n):
-                raise ValueError(f"PostTrainingScores indices fall outside the pool [0, {n})")
+            indices = read_indices(self.indices, "PostTrainingScores indices", pool_size=self.pool_size(trainer))
             loader = dm.scoring_dataloader(indices)
         else:
             make = getattr(dm, "scoring_dataloader", None) or getattr(dm, "predict_dataloader", None)

@@ -305,6 +305,7 @@ def active(
     sizes = labelled_sizes(len(pool), schedule, max(budget_sizes.values()))
     if missing := [b for b, s in budget_sizes.items() if s not in sizes]:
         raise ValueError(f"budgets {missing} are not labelled-set sizes the schedule {schedule} reaches: {sizes}")
+    _, target_overrides = configs["target"]
     out = Path(output)
     rows = []
     for seed in seeds:
@@ -317,7 +318,6 @@ def active(
             identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
             loop = Loop(out / f"seed{seed}" / name, method, selector, config, overrides, pool, sizes, seed, identity)
             loop.run()
-            _, target_overrides = configs["target"]
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training
                 result = train(

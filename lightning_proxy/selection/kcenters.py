@@ -78,9 +78,10 @@ def greedy_k_centers(
         where = "in the pool" if start_idx is None else f"outside start ({len(start_idx)} already selected)"
         raise ValueError(f"budget {budget} exceeds the {available} points available {where}")
     on_cpu = x.device.type == "cpu"
+    half_direct = not on_cpu and x.dtype != torch.float32 and _mm_to_float32_works(x)
     if chunk_size is None:
         chunk_size = max(1, (CPU_CHUNK_BYTES if on_cpu else CHUNK_BYTES) // (4 * d))
-        if not on_cpu and (x.dtype == torch.float32 or _mm_to_float32_works(x)):
+        if not on_cpu and (x.dtype == torch.float32 or half_direct):
             chunk_size = n  # matrix-vector products need no float32 copy: one pass, fewest kernel launches
     else:
         chunk_size = operator.index(chunk_size)
@@ -96,7 +97,7 @@ def greedy_k_centers(
         # thread pool spinning beside torch's costs ~10x on a small CPU, so numpy's BLAS gets one thread
         with threadpool_limits(limits=1, user_api="blas"):
             return _farthest_first_pruned(x, budget, start_idx, first, chunk_size)
-    return _farthest_first_dense(x, budget, start_idx, first, chunk_size)
+    return _farthest_first_dense(x, budget, start_idx, first, chunk_size, half_direct)
 
 
 # --- input checks -------------------------------------------------------------------------------------------
@@ -295,9 +296,19 @@ def _farthest_first_pruned(
 
 # --- CUDA: one matrix-vector pass per center, no host synchronisation ---------------------------------------
 def _farthest_first_dense(
-    x: torch.Tensor, budget: int, start: torch.Tensor | None, first: int | None, chunk: int
+    x: torch.Tensor,
+    budget: int,
+    start: torch.Tensor | None,
+    first: int | None,
+    chunk: int,
+    half_direct: bool = False,
 ) -> torch.Tensor:
-    """Farthest-first with ``||x||^2 - 2 x.c + ||c||^2`` (any device; used on CUDA, tested on CPU)."""
+    """Farthest-first with ``||x||^2 - 2 x.c + ||c||^2`` (any device; used on CUDA, tested on CPU).
+
+    ``half_direct``: half-precision rows go straight into a matrix product with float32 output and
+    accumulation (exact products, as for upcast rows), read at their own width with no float32 copy;
+    otherwise (CPU, older torch) they are upcast chunk by chunk.
+    """
     n, d = x.shape
     device = x.device
     sqnorm = torch.empty(n, device=device)
@@ -305,10 +316,6 @@ def _farthest_first_dense(
     for s in range(0, n, norm_chunk):
         rows = x[s : s + norm_chunk].float()
         torch.linalg.vecdot(rows, rows, out=sqnorm[s : s + norm_chunk])
-    # Half-precision rows go straight into a matrix product with float32 output and accumulation (exact products,
-    # as for upcast rows): no float32 copy, so they are read at their own width. Where that product does not
-    # exist (CPU, older torch) they are upcast chunk by chunk.
-    half_direct = x.dtype != torch.float32 and _mm_to_float32_works(x)
     mind = torch.full((n,), float("inf"), device=device)
     if start is not None:
         _min_dist_to_set(x, sqnorm, start.to(device), mind, chunk)

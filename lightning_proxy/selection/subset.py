@@ -94,8 +94,13 @@ def choose_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:
     return sorted(lookup[name] for name in spec.classes)
 
 
-def read_indices(source: list[int] | str | Path, what: str = "subset.indices") -> np.ndarray:
-    """An explicit index list from a list or a ``.npy`` / ``.txt`` / ``.json`` file (``what``: for errors)."""
+def read_indices(
+    source: list[int] | str | Path, what: str = "subset.indices", pool_size: int | None = None, where: str = ""
+) -> np.ndarray:
+    """An explicit index list from a list or a ``.npy`` / ``.txt`` / ``.json`` file, checked against ``pool_size``.
+
+    ``what`` and ``where`` name the list and the pool in errors.
+    """
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -110,6 +115,8 @@ def read_indices(source: list[int] | str | Path, what: str = "subset.indices") -
         values = np.asarray(source)
     if values.ndim != 1 or (len(values) and not np.issubdtype(values.dtype, np.integer)):
         raise ValueError(f"{what} must be a 1-D list of integers, got {values.dtype} {values.shape}")
+    if pool_size is not None and len(values) and (values.min() < 0 or values.max() >= pool_size):
+        raise ValueError(f"{what} fall outside the pool [0, {pool_size}){where}")
     return values.astype(np.int64)
 
 
@@ -135,9 +142,7 @@ def select_subset(
     kept_classes = choose_classes(spec, class_names)
     in_classes = np.isin(targets, kept_classes)
     if spec.indices is not None:
-        chosen = read_indices(spec.indices)
-        if len(chosen) and (chosen.min() < 0 or chosen.max() >= n):
-            raise ValueError(f"subset.indices fall outside the pool [0, {n}) of {dataset_name}")
+        chosen = read_indices(spec.indices, pool_size=n, where=f" of {dataset_name}")
         if len(np.unique(chosen)) != len(chosen):
             raise ValueError("subset.indices repeat an index")
         return np.sort(chosen[in_classes[chosen]])
