@@ -15,6 +15,8 @@ from lightning_proxy.module import ClassificationModule
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "coreset": ("lightning_proxy.experiments.coreset:main", "core-set selection via proxy, end to end"),
     "active": ("lightning_proxy.experiments.active:main", "batch active learning via proxy, round by round"),
+    "sweep": ("lightning_proxy.experiments.sweep:main", "proxy datasets for hyperparameter search (Optuna studies)"),
+    "report": ("lightning_proxy.experiments.sweep:report_command", "proxy-quality report of a sweep's storage"),
     "compare-rankings": ("lightning_proxy.experiments.compare:main", "correlations and top-k overlap of rankings"),
     "aggregate-rankings": ("lightning_proxy.cli:aggregate_rankings_command", "combine several seeds' rankings"),
 }

@@ -90,3 +90,13 @@ def test_ddp_two_processes_see_every_subset_example_once_per_epoch(tmp_path):
         assert len(seen) - len(np.unique(seen)) == padding  # repeats only from the sampler's padding
         orders.append(ranks[0])
     assert not np.array_equal(orders[0], orders[1])  # reshuffled each epoch
+
+
+def test_other_half_of_the_classes_on_digits():
+    dm = DigitsDataModule(batch_size=2000, subset=SubsetSpec(classes=["3", "7", "9"], other_classes=True))
+    assert dm.num_classes == 7
+    _, y, idx = next(iter(dm.train_dataloader()))
+    assert set(dm.targets[idx.numpy()].tolist()) == {0, 1, 2, 4, 5, 6, 8}
+    assert set(y.tolist()) == set(range(7))
+    _, vy, _ = next(iter(dm.val_dataloader()))
+    assert len(vy) == sum(int(c) not in (3, 7, 9) for c in dm._val_set.targets)

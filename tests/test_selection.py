@@ -159,6 +159,20 @@ def test_classes_by_name_and_by_count():
         select_subset(SubsetSpec(classes=["z", "a"]), targets, names)
 
 
+def test_other_classes_are_the_complement_of_the_drawn_half():
+    targets = np.arange(60) % 6
+    names = list("abcdef")
+    half = select_subset(SubsetSpec(classes=3, seed=5), targets, names)
+    other = select_subset(SubsetSpec(classes=3, seed=5, other_classes=True), targets, names)
+    assert set(targets[half]).isdisjoint(targets[other]) and set(targets[half]) | set(targets[other]) == set(range(6))
+    named = select_subset(SubsetSpec(classes=["a", "b"], other_classes=True), targets, names)
+    assert set(targets[named]) == {2, 3, 4, 5}
+    with pytest.raises(ValueError, match="leaves 1 class"):
+        select_subset(SubsetSpec(classes=5, other_classes=True), targets, names)
+    with pytest.raises(ValueError, match="give classes too"):
+        SubsetSpec(other_classes=True)
+
+
 def test_classes_then_fraction_is_a_share_of_the_kept_classes():
     targets = np.arange(40) % 4
     kept = select_subset(SubsetSpec(classes=["a", "b"], fraction=0.5), targets, ["a", "b", "c", "d"])

@@ -151,9 +151,8 @@ class PoolDataModule(L.LightningDataModule):
         """Classes the model predicts: the class subset's size, known before any data is read."""
         if self.subset.classes is None:
             return self.num_base_classes
-        if isinstance(self.subset.classes, int):
-            return self.subset.classes
-        return len(self.subset.classes)
+        kept = self.subset.classes if isinstance(self.subset.classes, int) else len(self.subset.classes)
+        return self.num_base_classes - kept if self.subset.other_classes else kept
 
     @property
     def pool_size(self) -> int:

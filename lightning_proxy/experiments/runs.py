@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,21 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _validation_history() -> Any:
+    """A callback that keeps every validation epoch's accuracy (the 000 paper's curve and best at any epoch)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class ValidationHistory(Callback):
+        def __init__(self) -> None:
+            self.accuracies: list[float] = []
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+                self.accuracies.append(float(trainer.callback_metrics["val/acc"]))
+
+    return ValidationHistory()
+
+
 def read_result(folder: Path) -> dict[str, Any] | None:
     path = folder / RESULT
     return json.loads(path.read_text()) if path.is_file() else None
@@ -53,8 +69,8 @@ def train(
     """Fit ``config`` with ``overrides`` in ``folder`` (skipped when its result exists); return the result.
 
     ``callbacks`` replaces the config's ``trainer.callbacks`` (``class_path``/``init_args`` dicts). The
-    result holds the final validation accuracy and loss, the wall time of the fit, the number of training
-    examples and ``extra``.
+    result holds the final validation accuracy and loss, the best validation accuracy at any epoch and
+    every epoch's, the wall time of the fit, the number of training examples and ``extra``.
     """
     done = read_result(folder)
     if done is not None:
@@ -76,7 +92,11 @@ def train(
     ]
     if callbacks is not None:
         args += ["--trainer.callbacks", json.dumps(callbacks)]
-    run = cli(args, run=False)
+    with warnings.catch_warnings():  # args given in Python, not on the command line: as intended here
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
+        run = cli(args, run=False)
+    history = _validation_history()
+    run.trainer.callbacks.append(history)
     start = time.perf_counter()
     run.trainer.fit(run.model, run.datamodule)
     seconds = time.perf_counter() - start
@@ -87,6 +107,8 @@ def train(
         "val_acc": metrics.get("val/acc"),
         "val_error": None if metrics.get("val/acc") is None else 1.0 - metrics["val/acc"],
         "val_loss": metrics.get("val/loss"),
+        "best_val_acc": max(history.accuracies, default=metrics.get("val/acc")),
+        "epoch_val_acc": history.accuracies,
         "seconds": seconds,
         "train_examples": len(run.datamodule.train_indices),
         "pool_size": run.datamodule.pool_size,

@@ -36,6 +36,7 @@ class SubsetSpec:
         skip: share of the pool dropped first at the kept end (e.g. 0.05 drops the top 5 % before keeping).
         balanced: keep the same share of every class.
         indices: explicit pool indices, or the path of a ``.npy``, ``.txt`` or ``.json`` file holding them.
+        other_classes: keep the classes that ``classes`` leaves out instead (the 000 paper's "other half").
         seed: seed of the random draws (random fraction, class draw).
     """
 
@@ -47,6 +48,7 @@ class SubsetSpec:
     skip: float = 0.0
     balanced: bool = False
     indices: list[int] | str | None = None
+    other_classes: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +70,8 @@ class SubsetSpec:
             raise ValueError(f"subset.keep must be 'highest' or 'lowest', got {self.keep!r}")
         if self.indices is not None and (self.ranking is not None or self.fraction != 1.0 or self.count):
             raise ValueError("subset.indices is an explicit list: do not combine it with ranking/fraction/count")
+        if self.other_classes and self.classes is None:
+            raise ValueError("subset.other_classes keeps the classes that subset.classes leaves out: give classes too")
         if isinstance(self.classes, int) and self.classes < 2:
             raise ValueError(f"subset.classes must keep at least 2 classes, got {self.classes}")
         if isinstance(self.classes, list):
@@ -80,6 +84,18 @@ def choose_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:
     """The kept class ids in ascending order (their new labels are their positions in this list)."""
     if spec.classes is None:
         return list(range(len(class_names)))
+    chosen = _named_or_drawn_classes(spec, class_names)
+    if not spec.other_classes:
+        return chosen
+    rest = sorted(set(range(len(class_names))) - set(chosen))
+    if len(rest) < 2:
+        raise ValueError(
+            f"subset.other_classes leaves {len(rest)} class(es) of {len(class_names)}; a classifier needs 2"
+        )
+    return rest
+
+
+def _named_or_drawn_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:
     if isinstance(spec.classes, int):
         if spec.classes > len(class_names):
             raise ValueError(f"subset.classes={spec.classes} but the dataset has {len(class_names)} classes")

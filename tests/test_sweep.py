@@ -1,0 +1,227 @@
+"""The proxy-dataset sweep: strategies, the one-at-a-time grid, claiming trials across workers, resume, a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from lightning_proxy.experiments.sweep import (
+    GridSampler,
+    collect_results,
+    grid_configs,
+    open_storage,
+    run_grid_study,
+    strategies_from,
+    sweep,
+)
+from lightning_proxy.selection import load_ranking
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "scripts" / "sweep_worker.py"
+TARGET = str(ROOT / "configs" / "sweep_digits_target.yaml")
+
+
+def test_strategies_name_and_build_each_proxy():
+    spec = {
+        "random": [0.1],
+        "half_classes": [0.5],
+        "other_half_classes": [1.0],
+        "easiest": [0.25],
+        "hardest": [{"fraction": 0.45, "skip": 0.05}],
+        "epochs": [1, 5],
+    }
+    plan = {s.name: s for s in strategies_from(spec, num_classes=10, seed=3)}
+    assert list(plan) == [
+        "target",
+        "random-0.1",
+        "half_classes-0.5",
+        "other_half_classes-1",
+        "easiest-0.25",
+        "hardest-0.45-skip0.05",
+        "epochs-1",
+        "epochs-5",
+    ]
+    assert plan["target"].overrides == {}
+    assert plan["random-0.1"].overrides == {"data.subset.fraction": 0.1, "data.subset.seed": 3}
+    assert plan["half_classes-0.5"].overrides["data.subset.classes"] == 5
+    assert plan["half_classes-0.5"].overrides["data.subset.other_classes"] is False
+    assert plan["other_half_classes-1"].overrides["data.subset.other_classes"] is True
+    easy, hard = plan["easiest-0.25"], plan["hardest-0.45-skip0.05"]
+    assert easy.needs_ranking and easy.overrides["data.subset.keep"] == "lowest"
+    assert hard.overrides["data.subset.keep"] == "highest" and hard.overrides["data.subset.skip"] == 0.05
+    assert plan["epochs-5"].overrides == {"trainer.max_epochs": 5} and plan["epochs-5"].epochs == 5
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"tiny": [0.1]}, "unknown strategy 'tiny'"),
+        ({"random": [1.5]}, r"fraction must be in \(0, 1\]"),
+        ({"random": [{"fraction": 0.5, "skip": 0.1}]}, "easiest, hardest only"),
+        ({"epochs": [0.5]}, "whole numbers of epochs"),
+        ({"random": [0.1, 0.1]}, "repeat a size"),
+        ({"easiest": [{"fraction": 0.5, "band": 1}]}, "unknown keys"),
+    ],
+)
+def test_bad_strategies_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        strategies_from(spec, num_classes=10)
+
+
+def test_half_the_classes_needs_four():
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        strategies_from({"half_classes": [1.0]}, num_classes=3)
+
+
+def test_grid_changes_one_hyperparameter_at_a_time_and_skips_the_defaults():
+    grid = {
+        "model.lr": [1e-3, 3e-3, 1e-2],  # 3e-3 is the config's own value
+        "data.flip_p": [0.0, 0.5],  # read through data.init_args
+        "model.arch_kwargs": [{"width": 8}],  # not in the config: every value is a change
+    }
+    configs = grid_configs(grid, TARGET)
+    assert configs == {
+        "default": {},
+        "model.lr=0.001": {"model.lr": 1e-3},
+        "model.lr=0.01": {"model.lr": 1e-2},
+        "data.flip_p=0.5": {"data.flip_p": 0.5},
+        'model.arch_kwargs={"width":8}': {"model.arch_kwargs": {"width": 8}},
+    }
+    with pytest.raises(ValueError, match="non-empty list"):
+        grid_configs({"model.lr": 0.1}, TARGET)
+
+
+def _study(url: str, name: str, configs: list[str]) -> optuna.Study:
+    return optuna.create_study(
+        study_name=name,
+        storage=open_storage(url, heartbeat=1),
+        sampler=GridSampler({"config": configs}),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def _worker(url: str, log: Path, configs: list[str], seconds: float, go: str = "-", hang: str = "") -> subprocess.Popen:
+    args = [sys.executable, str(WORKER), url, "s", str(log), json.dumps(configs), str(seconds), go]
+    if hang:
+        args.append(hang)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _events(log: Path) -> list[tuple[str, str, int]]:
+    return [(kind, config, int(pid)) for kind, config, pid in (line.split() for line in log.read_text().splitlines())]
+
+
+def test_two_workers_on_one_sqlite_file_never_train_a_config_twice(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    configs = [f"c{i}" for i in range(8)]
+    _study(url, "s", configs)  # created once, as the first worker would
+    log, go = tmp_path / "log.txt", tmp_path / "go"
+    workers = [_worker(url, log, configs, 0.5, str(go)) for _ in range(2)]
+    for w in workers:
+        assert w.stdout.readline().strip() == "ready"
+    go.touch()
+    for w in workers:
+        assert w.wait(timeout=300) == 0
+    events = _events(log)
+    starts = Counter(config for kind, config, _ in events if kind == "start")
+    assert starts == Counter(configs), "every configuration trains exactly once"
+    assert len({pid for *_, pid in events}) == 2, "both workers trained"
+    study = optuna.load_study(study_name="s", storage=url)
+    complete = [t.params["config"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert sorted(complete) == sorted(configs)
+    others = study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING))
+    assert others == []
+
+
+def test_a_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    configs = [f"c{i}" for i in range(6)]
+    log = tmp_path / "log.txt"
+    _study(url, "s", configs)
+    worker = _worker(url, log, configs, 0.1, hang="c3")
+    deadline = time.time() + 300
+    while not (log.is_file() and "start c3" in log.read_text()):
+        assert time.time() < deadline and worker.poll() is None, "the worker never reached c3"
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    finished_before = {config for kind, config, _ in _events(log) if kind == "end"}
+    assert "c3" not in finished_before
+
+    trained: list[str] = []
+
+    def run_config(config, overrides=None, folder=None):
+        trained.append(config)
+        return {"best_val_acc": 0.5, "seconds": 0.0, "epoch_val_acc": [0.4, 0.5]}
+
+    study = _study(url, "s", configs)
+    run_grid_study(study, configs, run_config, heartbeat=1)
+    assert "c3" in trained and not finished_before & set(trained), "finished trials are not trained again"
+    assert sorted(trained) == sorted(set(configs) - finished_before)
+    complete = Counter(t.params["config"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    assert complete == Counter(configs)
+    killed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.params["config"] for t in killed] == ["c3"]
+    run_grid_study(study, configs, run_config, heartbeat=1)  # nothing left: a no-op
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == len(configs)
+
+
+def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = {"trainer.max_epochs": 2, "trainer.enable_progress_bar": False, "data.batch_size": 256}
+    settings = {
+        "datasets": {"digits": {"config": TARGET, "args": overrides}},
+        "grid": {"model.lr": [3e-3, 3e-2], "model.optimizer": ["sgd"]},
+        "strategies": {"half_classes": [0.5], "easiest": [0.25], "hardest": [0.25], "epochs": [1]},
+        "output": "out",
+        "study": "t",
+    }
+    results = sweep(**settings)
+    assert len(results) == 3 * 5 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
+    assert set(results.strategy) == {"target", "half_classes-0.5", "easiest-0.25", "hardest-0.25", "epochs-1"}
+    assert results.accuracy.between(0, 1).all() and (results.seconds > 0).all()
+    curves = results.epoch_accuracies.map(json.loads)
+    assert (curves.map(len) == np.where(results.strategy == "epochs-1", 1, 2)).all()
+    assert np.allclose(curves.map(max), results.accuracy)
+    assert results.loc[results.config == "model.lr=0.03", "hyperparameter"].eq("model.lr").all()
+
+    # easiest and hardest trained on the two ends of the default model's loss ranking
+    loss = load_ranking("out/digits/loss_ranking/loss.npz")
+    assert loss.metadata["statistic"] == "loss" and len(loss.indices) == len(_digits_targets())
+    quarter = round(0.25 * len(loss.indices))
+    for strategy, keep in (("easiest-0.25", "lowest"), ("hardest-0.25", "highest")):
+        result = json.loads(Path(f"out/digits/{strategy}/default/result.json").read_text())
+        assert result["train_examples"] == quarter
+        config = yaml.safe_load(Path(f"out/digits/{strategy}/default/config.yaml").read_text())
+        subset = config["data"]["init_args"]["subset"]
+        assert subset["keep"] == keep and subset["ranking"].endswith("loss_ranking/loss.npz")
+    half = json.loads(Path("out/digits/half_classes-0.5/default/result.json").read_text())
+    assert half["train_examples"] == round(0.5 * np.isin(_digits_targets(), _half_classes(0)).sum())
+
+    assert Path("out/results.csv").is_file() and Path("out/table2.md").is_file()
+    again = sweep(**settings, report=False)
+    assert sorted(again.trial) == sorted(results.trial), "a finished sweep started again trains nothing"
+    assert collect_results("sqlite:///out/sweep.db", "other").empty
+
+
+def _digits_targets() -> np.ndarray:
+    from lightning_proxy.datamodules import DigitsDataModule
+
+    return DigitsDataModule().targets
+
+
+def _half_classes(seed: int) -> list[int]:
+    return sorted(np.random.default_rng(seed).permutation(10)[:5].tolist())
