@@ -23,6 +23,7 @@ from lightning_proxy.experiments.sweep import (
     grid_configs,
     open_storage,
     run_grid_study,
+    run_sampled_study,
     strategies_from,
     sweep,
 )
@@ -177,6 +178,29 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp
     assert [t.params["config"] for t in killed] == ["c3"]
     run_grid_study(study, configs, run_config, heartbeat=1)  # nothing left: a no-op
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == len(configs)
+
+
+def test_a_smarter_sampler_searches_the_same_values_until_n_trials_complete(tmp_path):
+    grid = {"model.lr": [1e-3, 1e-2, 1e-1], "model.optimizer": ["adam", "sgd"]}
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'sweep.db'}"),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        direction="maximize",
+    )
+    seen: list[tuple[str, dict]] = []
+
+    def run_config(name, overrides=None, folder=None):
+        seen.append((name, overrides))
+        assert folder.startswith("trial")
+        return {"best_val_acc": overrides["model.lr"], "seconds": 0.0, "epoch_val_acc": []}
+
+    run_sampled_study(study, grid, {"model.lr": 1e-2, "model.optimizer": "adam"}, 5, run_config)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
+    for name, overrides in seen:
+        assert overrides["model.lr"] in grid["model.lr"] and overrides["model.optimizer"] in grid["model.optimizer"]
+        changed = [f"model.lr={overrides['model.lr']}"] if overrides["model.lr"] != 1e-2 else []
+        changed += ["model.optimizer=sgd"] if overrides["model.optimizer"] == "sgd" else []
+        assert name == (",".join(changed) or "default")
 
 
 def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):

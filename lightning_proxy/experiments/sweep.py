@@ -196,9 +196,11 @@ def open_storage(url: str, heartbeat: int = 60) -> Any:
     """An Optuna RDB storage with heartbeats, so a trial whose worker died is failed and its config retried."""
 
     engine_kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat
+        )
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -248,6 +250,13 @@ def reclaim_dead_trials(study: Any) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _ask(study: Any) -> Any:
+    """``study.ask()``; this loop records the heartbeats itself (Optuna expects them from ``optimize`` only)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        return study.ask()
+
+
 def _owner(study: Any, trial: Any, config: str) -> int | None:
     """The trial that owns ``config`` if it is not ``trial``: a finished one, or a live one numbered lower.
 
@@ -285,7 +294,7 @@ def run_grid_study(
         tried = {_config_of(t) for t in trials}
         if todo[0] in tried:  # failed before: GridSampler counts it as visited, so queue it explicitly
             study.enqueue_trial({"config": todo[0]})
-        trial = study.ask()
+        trial = _ask(study)
         config = trial.suggest_categorical("config", configs)
         owner = _owner(study, trial, config)
         if owner is not None:
@@ -310,7 +319,7 @@ def run_sampled_study(
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if len(done) >= n_trials:
             return
-        trial = study.ask()
+        trial = _ask(study)
         values = {
             key: json.loads(trial.suggest_categorical(key, [json.dumps(v) for v in vs])) for key, vs in grid.items()
         }
@@ -469,7 +478,7 @@ def sweep(
             if sampler is None:
                 run_grid_study(study_obj, list(configs), run_config, heartbeat)
             else:
-                defaults = {k: v for k, v in _defaults(grid, dataset.config).items()}
+                defaults = _defaults(grid, dataset.config)
                 run_sampled_study(study_obj, grid, defaults, n_trials, run_config, heartbeat)
     results = collect_results(url, study)
     if report and len(results):
