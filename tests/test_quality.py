@@ -454,3 +454,9 @@ def test_plots_return_their_path(tmp_path: Path):
     assert q.plot_epoch_agreement(agreement, tmp_path / "f4.png").read_bytes().startswith(PNG)
     quality = q.proxy_quality(results)
     assert q.plot_quality_vs_cost(quality, tmp_path / "f2.png").read_bytes().startswith(PNG)
+
+
+def test_proxy_quality_is_public_at_the_package_level():
+    from lightning_proxy.experiments import proxy_quality
+
+    assert proxy_quality is q.proxy_quality
