@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_proxy.experiments.plots import plot_error_curves
-from lightning_proxy.experiments.runs import as_cli_args, train, write_json
+from lightning_proxy.experiments.runs import as_cli_args, train, write_atomically, write_json
 
 METHODS = ("least_confidence", "kcenters", "random")
 SELECTORS = ("proxy", "target")
@@ -122,10 +122,7 @@ def next_batch(
 
 def save_indices(path: Path, indices: np.ndarray) -> Path:
     """Atomically, as a ``.npy`` that ``data.subset.indices`` reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{time.monotonic_ns()}.tmp.npy")
-    np.save(tmp, np.asarray(indices, dtype=np.int64))
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: np.save(tmp, np.asarray(indices, dtype=np.int64)))
     return path
 
 

@@ -12,15 +12,15 @@ Only numpy, pandas, scipy and matplotlib (its Agg canvas, no pyplot state): impo
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lightning_proxy.experiments.runs import write_atomically
 
 REQUIRED = ("dataset", "strategy", "config", "accuracy", "seconds")
 METRICS = ("r2", "spearman_good", "cost_adjusted_r2")
@@ -401,7 +401,7 @@ def _new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, n
 
 def _save_figure(fig: Any, path: str | Path) -> Path:
     path = Path(path)
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
     fig.clear()
     return path
 
@@ -530,26 +530,13 @@ def plot_epoch_agreement(agreement: pd.DataFrame, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------- report
 
 
-def _atomic(path: Path, write: Callable[[str], Any]) -> None:
-    """``write(temporary name)`` then rename over ``path``: a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """A table as CSV, atomically."""
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def report(
@@ -567,17 +554,17 @@ def report(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     quality = proxy_quality(results, good_quantile, target=target)
-    _write_csv(out / "quality.csv", quality)
-    _write_csv(out / "quality_by_dataset.csv", proxy_quality(results, good_quantile, by_dataset=True, target=target))
+    write_csv(out / "quality.csv", quality)
+    write_csv(out / "quality_by_dataset.csv", proxy_quality(results, good_quantile, by_dataset=True, target=target))
     _write_text(out / "table2.md", table2(quality))
-    _write_csv(out / "table2.csv", quality[list(TABLE2)])
+    write_csv(out / "table2.csv", quality[list(TABLE2)])
     split = split_half(results, good_quantile, target=target)
     needs = {"dataset": "two datasets", "grid": "configs of model.lr and of other hyperparameters"}
     for name in SPLITS:
         if not (split.split == name).any():
             print(f"note: no {name} split in split_half.csv (it needs {needs[name]})")
-    _write_csv(out / "split_half.csv", split)
-    _write_csv(out / "split_half_correlation.csv", split_half_correlation(split))
+    write_csv(out / "split_half.csv", split)
+    write_csv(out / "split_half_correlation.csv", split_half_correlation(split))
     plot_split_half(split, out / "split_half.png")
     if (quality.strategy != target).any():
         plot_proxy_vs_target(results, out / "proxy_vs_target.png", target=target)
@@ -590,7 +577,7 @@ def report(
         except ValueError as error:
             print(f"note: epoch agreement skipped: {error}")
         else:
-            _write_csv(out / "epoch_agreement.csv", agreement)
+            write_csv(out / "epoch_agreement.csv", agreement)
             plot_epoch_agreement(agreement, out / "epoch_agreement.png")
     else:
         print("note: no epoch_accuracies column; epoch_agreement not written")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import importlib
 import json
 import os
 import re
@@ -148,19 +149,25 @@ def grid_configs(grid: dict[str, list[Any]], config: str) -> dict[str, dict[str,
 
     A value equal to the config's own is the default and is not repeated.
     """
-    tree = yaml.safe_load(Path(config).read_text()) or {}
+    defaults = config_defaults(grid, config)
     configs: dict[str, dict[str, Any]] = {"default": {}}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
-        try:
-            default = _lookup(tree, key)
-        except KeyError:
-            default = object()  # not in the config: every value is a change
         for value in values:
-            if value != default:
+            if key not in defaults or value != defaults[key]:  # not in the config: every value is a change
                 configs[config_name(key, value)] = {key: value}
     return configs
+
+
+def config_defaults(grid: dict[str, list[Any]], config: str) -> dict[str, Any]:
+    """The training config's own value of every grid key it sets (through ``init_args``)."""
+    tree = yaml.safe_load(Path(config).read_text()) or {}
+    defaults = {}
+    for key in grid:
+        with contextlib.suppress(KeyError):
+            defaults[key] = _lookup(tree, key)
+    return defaults
 
 
 def _slug(name: str) -> str:
@@ -194,7 +201,6 @@ def _pid_alive(pid: int) -> bool:
 
 def open_storage(url: str, heartbeat: int = 60) -> Any:
     """An Optuna RDB storage with heartbeats, so a trial whose worker died is failed and its config retried."""
-
     engine_kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -238,7 +244,6 @@ class _Heartbeat:
 
 def reclaim_dead_trials(study: Any) -> None:
     """Fail trials whose worker died: on this machine at once (its pid is gone), elsewhere by heartbeat."""
-
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
@@ -281,7 +286,6 @@ def run_grid_study(
     heartbeat: int = 60,
 ) -> None:
     """Train every configuration of ``configs`` once in ``study``; return when none is left unclaimed."""
-
     while True:
         reclaim_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
@@ -313,7 +317,6 @@ def run_sampled_study(
     heartbeat: int = 60,
 ) -> None:
     """A smarter search: the study's sampler picks a value of every grid key, until ``n_trials`` complete."""
-
     while True:
         reclaim_dead_trials(study)
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -323,7 +326,7 @@ def run_sampled_study(
         values = {
             key: json.loads(trial.suggest_categorical(key, [json.dumps(v) for v in vs])) for key, vs in grid.items()
         }
-        changed = {k: v for k, v in values.items() if defaults.get(k, object()) != v}
+        changed = {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
         name = ",".join(config_name(k, v) for k, v in changed.items()) or "default"
         _train_trial(study, trial, name, run_config, heartbeat, overrides=values, folder=f"trial{trial.number}")
 
@@ -337,7 +340,6 @@ def _train_trial(
     overrides: dict[str, Any] | None = None,
     folder: str | None = None,
 ) -> None:
-
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("config", config)
@@ -434,7 +436,6 @@ def sweep(
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 3 of them is failed.
         report: write ``results.csv`` and the proxy-quality report when this worker is done.
     """
-
     if sampler is not None and not n_trials:
         raise ValueError("a sampler searches for n_trials trials per study: give n_trials too")
     sets = _datasets(datasets, args)
@@ -478,13 +479,14 @@ def sweep(
             if sampler is None:
                 run_grid_study(study_obj, list(configs), run_config, heartbeat)
             else:
-                defaults = _defaults(grid, dataset.config)
+                defaults = config_defaults(grid, dataset.config)
                 run_sampled_study(study_obj, grid, defaults, n_trials, run_config, heartbeat)
-    results = collect_results(url, study)
+    results = collect_results(rdb, study)
     if report and len(results):
         from lightning_proxy.experiments.quality import report as quality_report
+        from lightning_proxy.experiments.quality import write_csv
 
-        _write_csv(results, out / "results.csv")
+        write_csv(out / "results.csv", results)
         quality_report(results, out)
     return results
 
@@ -513,27 +515,15 @@ def _hyperparameter(changes: dict[str, Any]) -> str:
     return next(iter(changes), "default")
 
 
-def _defaults(grid: dict[str, list[Any]], config: str) -> dict[str, Any]:
-    tree = yaml.safe_load(Path(config).read_text()) or {}
-    out = {}
-    for key in grid:
-        with contextlib.suppress(KeyError):
-            out[key] = _lookup(tree, key)
-    return out
-
-
 def _sampler(spec: dict[str, Any] | None, configs: list[str], seed: int) -> Any:
-    import importlib
-
     if spec is None:
         return GridSampler({"config": configs}, seed=seed)
     module, _, name = spec["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
 
 
-def collect_results(storage: str, prefix: str | None = None) -> pd.DataFrame:
+def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
     """One row per completed trial of every sweep study in ``storage`` (the columns of :data:`RESULT_COLUMNS`)."""
-
     rdb = storage if not isinstance(storage, str) else open_storage(storage)
     rows = []
     for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
@@ -562,12 +552,6 @@ def collect_results(storage: str, prefix: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str]) -> pd.DataFrame:
     from jsonargparse import CLI
 
@@ -579,7 +563,7 @@ def report_command(argv: list[str]) -> pd.DataFrame:
     import argparse
 
     from lightning_proxy.experiments.quality import report as quality_report
-    from lightning_proxy.experiments.quality import table2
+    from lightning_proxy.experiments.quality import table2, write_csv
 
     parser = argparse.ArgumentParser(
         prog="lightning-proxy report", description="Proxy-quality report (000 paper Table 2, Figures 1-4) of a sweep."
@@ -606,7 +590,7 @@ def report_command(argv: list[str]) -> pd.DataFrame:
             where = f" under study {ns.study}" if ns.study else ""
             raise SystemExit(f"no completed sweep trials in {ns.storage}{where}")
         out.mkdir(parents=True, exist_ok=True)
-        _write_csv(results, out / "results.csv")
+        write_csv(out / "results.csv", results)
     quality = quality_report(results, out, good_quantile=ns.good_quantile)
     print(table2(quality))
     return quality
