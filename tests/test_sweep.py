@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 
 from lightning_proxy.experiments.sweep import (
     GridSampler,
+    _owner,
     collect_results,
     grid_configs,
     open_storage,
@@ -145,6 +147,34 @@ def test_two_workers_on_one_sqlite_file_never_train_a_config_twice(tmp_path):
     assert sorted(complete) == sorted(configs)
     others = study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING))
     assert others == []
+
+
+def test_a_claim_waits_for_a_lower_trial_that_has_not_written_its_config_yet(tmp_path):
+    """The interleaving that trained a config twice: B claims c0 while A is between ask and suggest."""
+    study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0"])
+    a = study.ask()  # created first, so numbered lower; its config is not written yet
+    study.enqueue_trial({"config": "c0"})
+    b = study.ask()
+    assert b.number > a.number and b.suggest_categorical("config", ["c0"]) == "c0"
+    result: list[int | None] = []
+    looking = threading.Thread(target=lambda: result.append(_owner(study, b, "c0", grace=60)))
+    looking.start()
+    time.sleep(0.5)
+    assert looking.is_alive(), "B must not decide before A has written its config"
+    assert a.suggest_categorical("config", ["c0"]) == "c0"
+    looking.join(timeout=30)
+    assert result == [a.number], "B stands down for A"
+    assert _owner(study, a, "c0", grace=60) is None, "A, numbered lower, trains"
+
+
+def test_a_claim_fails_a_trial_whose_worker_died_before_writing_its_config(tmp_path):
+    study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0"])
+    dead = study.ask()
+    study.enqueue_trial({"config": "c0"})
+    b = study.ask()
+    b.suggest_categorical("config", ["c0"])
+    assert _owner(study, b, "c0", grace=1) is None, "B trains once the silent trial is failed"
+    assert study.get_trials()[dead.number].state == TrialState.FAIL
 
 
 def test_a_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp_path):

@@ -23,6 +23,7 @@ trials are never repeated.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import functools
 import importlib
@@ -31,6 +32,7 @@ import os
 import re
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -262,21 +264,43 @@ def _ask(study: Any) -> Any:
         return study.ask()
 
 
-def _owner(study: Any, trial: Any, config: str) -> int | None:
+# A live worker writes its trial's configuration moments after creating the trial; silence this long means it died.
+_UNDECIDED_GRACE = 30.0
+
+
+def _owner(study: Any, trial: Any, config: str, grace: float) -> int | None:
     """The trial that owns ``config`` if it is not ``trial``: a finished one, or a live one numbered lower.
 
-    Trial numbers follow the order in which the database created the trials, so of two live trials of one
-    configuration the higher-numbered always sees the lower one and stands down: no config trains twice.
+    ``trial`` has written its configuration before it looks. Trial numbers follow the order in which the
+    database created the trials, so every lower-numbered trial already exists; one that has not yet written
+    its configuration is waited for (it does so at once, or it is failed after ``grace`` seconds as dead).
+    Of two live trials of one configuration the higher-numbered therefore always stands down, and the
+    lower-numbered, which may look first and see no rival, trains: no configuration trains twice.
     """
-
-    for other in study.get_trials(deepcopy=False):
-        if other.number == trial.number or _config_of(other) != config:
-            continue
-        if other.state == TrialState.COMPLETE:
-            return other.number
-        if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
-            return other.number
-    return None
+    while True:
+        undecided = []
+        for other in study.get_trials(deepcopy=False):
+            if other.number == trial.number:
+                continue
+            other_config = _config_of(other)
+            if other_config is None:
+                if other.state == TrialState.RUNNING and other.number < trial.number:
+                    undecided.append(other)
+                continue
+            if other_config != config:
+                continue
+            if other.state == TrialState.COMPLETE:
+                return other.number
+            if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
+                return other.number
+        if not undecided:
+            return None
+        now = datetime.datetime.now()
+        for other in undecided:
+            if (now - other.datetime_start).total_seconds() > grace:
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    study._storage.set_trial_state_values(other._trial_id, state=TrialState.FAIL)
+        time.sleep(0.2)
 
 
 def run_grid_study(
@@ -285,27 +309,28 @@ def run_grid_study(
     run_config: Callable[[str, Any], dict[str, Any]],
     heartbeat: int = 60,
 ) -> None:
-    """Train every configuration of ``configs`` once in ``study``; return when none is left unclaimed."""
+    """Train every configuration of ``configs`` once in ``study``; return when every one is trained or training."""
     while True:
         reclaim_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
-        taken = {
-            _config_of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        }
+        taken = {_config_of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING)}
         todo = [c for c in configs if c not in taken]
         if not todo:
             return
+        queued = {_config_of(t) for t in trials if t.state == TrialState.WAITING}
         tried = {_config_of(t) for t in trials}
-        if todo[0] in tried:  # failed before: GridSampler counts it as visited, so queue it explicitly
+        if todo[0] in tried and todo[0] not in queued:  # GridSampler counts a failed config as visited
             study.enqueue_trial({"config": todo[0]})
         trial = _ask(study)
-        config = trial.suggest_categorical("config", configs)
-        owner = _owner(study, trial, config)
-        if owner is not None:
-            trial.set_user_attr("stood_down_for", owner)
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        _train_trial(study, trial, config, run_config, heartbeat)
+        _sign(trial)
+        with _Heartbeat(study._storage, trial._trial_id, heartbeat):
+            config = trial.suggest_categorical("config", configs)
+            owner = _owner(study, trial, config, grace=max(3 * heartbeat, _UNDECIDED_GRACE))
+            if owner is not None:
+                trial.set_user_attr("stood_down_for", owner)
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            _train_trial(study, trial, config, run_config)
 
 
 def run_sampled_study(
@@ -328,7 +353,15 @@ def run_sampled_study(
         }
         changed = {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
         name = ",".join(config_name(k, v) for k, v in changed.items()) or "default"
-        _train_trial(study, trial, name, run_config, heartbeat, overrides=values, folder=f"trial{trial.number}")
+        _sign(trial)
+        with _Heartbeat(study._storage, trial._trial_id, heartbeat):
+            _train_trial(study, trial, name, run_config, overrides=values, folder=f"trial{trial.number}")
+
+
+def _sign(trial: Any) -> None:
+    """Record which process runs ``trial``, so that a worker on the same machine can tell when it died."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
 
 
 def _train_trial(
@@ -336,16 +369,13 @@ def _train_trial(
     trial: Any,
     config: str,
     run_config: Callable[..., dict[str, Any]],
-    heartbeat: int,
     overrides: dict[str, Any] | None = None,
     folder: str | None = None,
 ) -> None:
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
+    """Train ``trial`` (signed, its heartbeat beating) and tell the study its best validation accuracy."""
     trial.set_user_attr("config", config)
     try:
-        with _Heartbeat(study._storage, trial._trial_id, heartbeat):
-            result = run_config(config, overrides=overrides, folder=folder)
+        result = run_config(config, overrides=overrides, folder=folder)
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise
