@@ -7,6 +7,11 @@ training step (between consecutive ``on_train_batch_end`` calls, so forward, bac
 every callback hook) and the whole training time including the per-epoch reductions. The post-training
 scoring pass is timed on its own, against one training epoch's worth of steps.
 
+First, the three training-step hooks alone, called as Lightning calls them on one epoch of steps: the
+tensor operations they issue per step and their host time per step, scattering every step
+(``observe_every=1``) against every 32 steps (the default). A small model's step is bound by the host
+launching kernels, so on a GPU that host time is what the callbacks add to a step.
+
     python benchmarks/callback_overhead.py                 # CPU or the GPU there is
     python benchmarks/callback_overhead.py --precision bf16-mixed --steps 200
 """
@@ -17,9 +22,11 @@ import argparse
 import statistics
 import tempfile
 import time
+from types import SimpleNamespace
 
 import lightning as L
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
@@ -123,10 +130,62 @@ class TimedScores(PostTrainingScores):
         self.seconds = time.perf_counter() - start
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the tensor operations dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def hook_cost(args: argparse.Namespace, device: torch.device, observe_every: int) -> tuple[float, float]:
+    """Tensor operations and host microseconds per step of the three training-step hooks, epoch end included."""
+    steps, classes = -(-args.pool // args.batch_size), 10
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (
+            {"logits": torch.randn(len(indices), classes, generator=g).to(device, torch.bfloat16)},
+            (None, torch.randint(0, classes, (len(indices),), generator=g).to(device), indices.to(device)),
+        )
+        for indices in torch.randperm(args.pool, generator=g).split(args.batch_size)
+    ]
+    trainer, module = SimpleNamespace(world_size=1, datamodule=None), L.LightningModule().to(device)
+
+    def epoch() -> None:
+        callbacks = [cls(num_examples=args.pool, observe_every=observe_every) for cls in STATISTICS]
+        for callback in callbacks:
+            callback.setup(trainer, module, "fit")
+        for i, (outputs, batch) in enumerate(batches):
+            for callback in callbacks:
+                callback.on_train_batch_end(trainer, module, outputs, batch, i)
+        for callback in callbacks:
+            callback.on_train_epoch_end(trainer, module)
+
+    with OpCounter() as counter:
+        epoch()
+    seconds = []
+    for _ in range(5):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        epoch()
+        seconds.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return counter.count / steps, min(seconds) / steps * 1e6
+
+
+STATISTICS = (ForgettingEvents, EL2N, AreaUnderMargin)
+
+
 def run(args: argparse.Namespace, callbacks: bool, data: Pool, out: str) -> StepTimer:
     L.seed_everything(0, verbose=False)
     timer = StepTimer()
-    stats = [ForgettingEvents(dirpath=out), EL2N(dirpath=out), AreaUnderMargin(dirpath=out)] if callbacks else []
+    stats = [cls(dirpath=out, observe_every=args.observe_every) for cls in STATISTICS] if callbacks else []
     trainer = L.Trainer(
         accelerator=args.accelerator,
         devices=1,
@@ -172,7 +231,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each arm, alternating")
     parser.add_argument("--warmup", type=int, default=3, help="steps of each run left out of the median")
+    parser.add_argument("--observe-every", type=int, default=32, help="the callbacks' observe_every in the fits")
     args = parser.parse_args()
+
+    gpu = torch.cuda.is_available() and args.accelerator != "cpu"
+    device = torch.device("cuda" if gpu else "cpu")
+    (ops_1, us_1), (ops_32, us_32) = (hook_cost(args, device, k) for k in (1, 32))
+    print(f"hooks alone   observe_every=1: {ops_1:5.1f} tensor ops {us_1:7.1f} us per step")
+    print(
+        f"              observe_every=32: {ops_32:4.1f} tensor ops {us_32:7.1f} us per step   ratio {us_32 / us_1:.3f}x"
+    )
 
     data = Pool(args.steps, args.batch_size, args.pool)
     arms: dict[bool, list[StepTimer]] = {False: [], True: []}
@@ -191,8 +259,8 @@ def main() -> None:
         return statistics.median(t.total for t in arms[on])
 
     off, on = step_median(False), step_median(True)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.accelerator != "cpu" else "CPU"
-    print(f"\n{device}, {args.precision}, preact ResNet20, batch {args.batch_size}, pool {args.pool}")
+    name = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"\n{name}, {args.precision}, preact ResNet20, batch {args.batch_size}, pool {args.pool}")
     print(f"median step   off {off * 1e3:8.2f} ms   on {on * 1e3:8.2f} ms   ratio {on / off:.3f}x")
     t_off, t_on = total_median(False), total_median(True)
     print(

@@ -82,10 +82,14 @@ CORRECT = np.array(
 FORGETS = {0: 0, 2: 2, 3: 1, 4: 1, 5: 0}
 
 
+# observe_every=2 scatters the kept steps within the epoch (3 batches) and at its end, 32 only at its end
+@pytest.mark.parametrize("observe_every", [2, 32])
 @pytest.mark.parametrize("policy, never", [("infinite", np.inf), ("epochs", 6.0), ("zero", 0.0)])
-def test_forgetting_counts_hand_worked_sequences(tmp_path, policy, never):
+def test_forgetting_counts_hand_worked_sequences(tmp_path, policy, never, observe_every):
     targets = np.array([0, 1, 1, 0, 1, 0, 1])
-    callback = ForgettingEvents(dirpath=str(tmp_path), num_examples=7, never_learned=policy)
+    callback = ForgettingEvents(
+        dirpath=str(tmp_path), num_examples=7, never_learned=policy, observe_every=observe_every
+    )
     scripted_fit(logits_from_correctness(CORRECT, targets), targets, [callback], keep=list(range(6)))
     ranking = load_ranking(tmp_path / "forgetting.npz")
     got = dict(zip(ranking.indices.tolist(), ranking.scores.tolist(), strict=True))
@@ -95,12 +99,14 @@ def test_forgetting_counts_hand_worked_sequences(tmp_path, policy, never):
     assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
 
 
-def test_el2n_and_aum_average_over_epochs(tmp_path):
+@pytest.mark.parametrize("observe_every", [1, 2, 32])
+def test_el2n_and_aum_average_over_epochs(tmp_path, observe_every):
     rng = np.random.default_rng(0)
     epochs, n, classes = 3, 9, 4
     logits = rng.normal(size=(epochs, n, classes)).astype(np.float32) * 3
     targets = rng.integers(0, classes, n)
-    callbacks = [EL2N(dirpath=str(tmp_path), num_examples=n), AreaUnderMargin(dirpath=str(tmp_path), num_examples=n)]
+    kw = {"dirpath": str(tmp_path), "num_examples": n, "observe_every": observe_every}
+    callbacks = [EL2N(**kw), AreaUnderMargin(**kw)]
     scripted_fit(torch.as_tensor(logits), targets, callbacks)
 
     onehot = np.eye(classes)[targets]
@@ -147,6 +153,8 @@ def test_callbacks_refuse_a_training_step_without_logits(tmp_path):
         trainer.fit(NoLogits(torch.zeros(1, 4, 2)), DataLoader(dataset, batch_size=2))
     with pytest.raises(ValueError, match="never_learned"):
         ForgettingEvents(never_learned="sometimes")
+    with pytest.raises(ValueError, match="observe_every"):
+        EL2N(observe_every=0)
     with pytest.raises(ValueError, match="num_examples"):
         L.Trainer(callbacks=[EL2N()], logger=False).fit(NoLogits(torch.zeros(1, 4, 2)), DataLoader(dataset))
 

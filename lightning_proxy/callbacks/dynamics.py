@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lightning_proxy.callbacks.base import ExampleStatistic, step_outputs
+from lightning_proxy.callbacks.base import ExampleStatistic
 
 
 class EpochAverage(ExampleStatistic):
@@ -29,15 +27,10 @@ class EpochAverage(ExampleStatistic):
     def epoch_names(self) -> dict[str, torch.dtype]:
         return {"sum": torch.float32, "count": torch.float32}
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        logits, targets, indices = step_outputs(outputs, batch)
+    def observe(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
         values = self.values(logits.float(), targets)
-        device = self._epoch["sum"].device
-        indices = indices.to(device, torch.int64)
-        self._epoch["sum"].index_add_(0, indices, values.to(device))
-        self._epoch["count"].index_add_(0, indices, torch.ones_like(values, device=device))
+        self._epoch["sum"].index_add_(0, indices, values)
+        self._epoch["count"].index_add_(0, indices, torch.ones_like(values))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = self.reduce_epoch(trainer, op="sum")

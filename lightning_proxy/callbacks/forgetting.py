@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 import torch
 
-from lightning_proxy.callbacks.base import ExampleStatistic, step_outputs
+from lightning_proxy.callbacks.base import ExampleStatistic
 
 NEVER_LEARNED = ("infinite", "epochs", "zero")
 
@@ -28,6 +28,7 @@ class ForgettingEvents(ExampleStatistic):
         num_examples: size of the full training pool (default: the datamodule's ``pool_size``).
         never_learned: score of examples never classified correctly: ``infinite``, ``epochs`` or ``zero``.
         filename: file stem (two instances in one trainer need two names).
+        observe_every: training steps kept before they are scattered into the state (see ``ExampleStatistic``).
     """
 
     statistic = "forgetting"
@@ -38,8 +39,9 @@ class ForgettingEvents(ExampleStatistic):
         num_examples: int | None = None,
         never_learned: Literal["infinite", "epochs", "zero"] = "infinite",
         filename: str | None = None,
+        observe_every: int = 32,
     ) -> None:
-        super().__init__(dirpath, num_examples, filename)
+        super().__init__(dirpath, num_examples, filename, observe_every)
         if never_learned not in NEVER_LEARNED:
             raise ValueError(f"never_learned must be one of {NEVER_LEARNED}, got {never_learned!r}")
         self.never_learned = never_learned
@@ -51,13 +53,9 @@ class ForgettingEvents(ExampleStatistic):
     def epoch_names(self) -> dict[str, torch.dtype]:
         return {"code": torch.int32}  # this epoch's code, same meaning as last
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        logits, targets, indices = step_outputs(outputs, batch)
+    def observe(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
         code = 1 + (logits.argmax(dim=1) == targets).int()
-        buffer = self._epoch["code"]
-        buffer.scatter_reduce_(0, indices.to(buffer.device, torch.int64), code.to(buffer.device), reduce="amax")
+        self._epoch["code"].scatter_reduce_(0, indices, code, reduce="amax")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         s = self._state
