@@ -130,6 +130,9 @@ class TimedScores(PostTrainingScores):
         self.seconds = time.perf_counter() - start
 
 
+STATISTICS = (ForgettingEvents, EL2N, AreaUnderMargin)
+
+
 class OpCounter(TorchDispatchMode):
     """Counts the tensor operations dispatched inside it."""
 
@@ -177,9 +180,6 @@ def hook_cost(args: argparse.Namespace, device: torch.device, observe_every: int
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return counter.count / steps, min(seconds) / steps * 1e6
-
-
-STATISTICS = (ForgettingEvents, EL2N, AreaUnderMargin)
 
 
 def run(args: argparse.Namespace, callbacks: bool, data: Pool, out: str) -> StepTimer:

@@ -244,12 +244,24 @@ class _Heartbeat:
         self.thread.join()
 
 
-def reclaim_dead_trials(study: Any) -> None:
-    """Fail trials whose worker died: on this machine at once (its pid is gone), elsewhere by heartbeat."""
-    host = socket.gethostname()
+# A live worker signs its trial moments after creating it; an unsigned trial this old lost its worker.
+_UNSIGNED_GRACE = 30.0
+
+
+def reclaim_dead_trials(study: Any, unsigned_grace: float = _UNSIGNED_GRACE) -> None:
+    """Fail trials whose worker died: on this machine at once (its pid is gone), elsewhere by heartbeat.
+
+    A worker that died between creating its trial and signing it left neither a pid nor a heartbeat: that
+    trial is failed once it is ``unsigned_grace`` seconds old.
+    """
+    host, now = socket.gethostname(), datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") == host and attrs.get("pid") is not None and not _pid_alive(int(attrs["pid"])):
+        if attrs.get("pid") is None:
+            dead = (now - trial.datetime_start).total_seconds() > unsigned_grace
+        else:
+            dead = attrs.get("host") == host and not _pid_alive(int(attrs["pid"]))
+        if dead:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
     with warnings.catch_warnings():
@@ -264,28 +276,24 @@ def _ask(study: Any) -> Any:
         return study.ask()
 
 
-# A live worker writes its trial's configuration moments after creating the trial; silence this long means it died.
-_UNDECIDED_GRACE = 30.0
-
-
-def _owner(study: Any, trial: Any, config: str, grace: float) -> int | None:
+def _owner(study: Any, trial: Any, config: str, grace: float = _UNSIGNED_GRACE) -> int | None:
     """The trial that owns ``config`` if it is not ``trial``: a finished one, or a live one numbered lower.
 
     ``trial`` has written its configuration before it looks. Trial numbers follow the order in which the
     database created the trials, so every lower-numbered trial already exists; one that has not yet written
-    its configuration is waited for (it does so at once, or it is failed after ``grace`` seconds as dead).
-    Of two live trials of one configuration the higher-numbered therefore always stands down, and the
-    lower-numbered, which may look first and see no rival, trains: no configuration trains twice.
+    its configuration is waited for (it does so at once, or its dead worker's trial is reclaimed, an
+    unsigned one after ``grace`` seconds). Of two live trials of one configuration the higher-numbered
+    therefore always stands down, and the lower-numbered, which may look first and see no rival, trains:
+    no configuration trains twice.
     """
     while True:
-        undecided = []
+        undecided = False
         for other in study.get_trials(deepcopy=False):
             if other.number == trial.number:
                 continue
             other_config = _config_of(other)
             if other_config is None:
-                if other.state == TrialState.RUNNING and other.number < trial.number:
-                    undecided.append(other)
+                undecided |= other.state == TrialState.RUNNING and other.number < trial.number
                 continue
             if other_config != config:
                 continue
@@ -295,12 +303,8 @@ def _owner(study: Any, trial: Any, config: str, grace: float) -> int | None:
                 return other.number
         if not undecided:
             return None
-        now = datetime.datetime.now()
-        for other in undecided:
-            if (now - other.datetime_start).total_seconds() > grace:
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    study._storage.set_trial_state_values(other._trial_id, state=TrialState.FAIL)
         time.sleep(0.2)
+        reclaim_dead_trials(study, grace)
 
 
 def run_grid_study(
@@ -325,7 +329,7 @@ def run_grid_study(
         _sign(trial)
         with _Heartbeat(study._storage, trial._trial_id, heartbeat):
             config = trial.suggest_categorical("config", configs)
-            owner = _owner(study, trial, config, grace=max(3 * heartbeat, _UNDECIDED_GRACE))
+            owner = _owner(study, trial, config)
             if owner is not None:
                 trial.set_user_attr("stood_down_for", owner)
                 study.tell(trial, state=TrialState.PRUNED)
