@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from lightning_proxy.experiments.plots import plot_error_curves
-from lightning_proxy.experiments.runs import as_cli_args, train, write_atomically, write_json
+from lightning_proxy.experiments.runs import as_cli_args, train, write_json
+from lightning_proxy.files import write_atomically
 
 METHODS = ("least_confidence", "kcenters", "random")
 SELECTORS = ("proxy", "target")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_proxy.experiments.runs import write_atomically
+from lightning_proxy.files import write_atomically
 
 REQUIRED = ("dataset", "strategy", "config", "accuracy", "seconds")
 METRICS = ("r2", "spearman_good", "cost_adjusted_r2")

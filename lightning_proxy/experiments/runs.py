@@ -9,13 +9,13 @@ unfinished training and never loses a finished one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from lightning_proxy.files import write_atomically
 
 RESULT = "result.json"
 
@@ -27,20 +27,6 @@ def as_cli_args(overrides: Mapping[str, Any] | None) -> list[str]:
         text = value if isinstance(value, str) else json.dumps(value)
         args += [f"--{key.removeprefix('--')}", text]
     return args
-
-
-def write_atomically(path: Path, write: Callable[[str], Any]) -> None:
-    """``write(temporary name)`` then rename over ``path``: a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: Any) -> None:

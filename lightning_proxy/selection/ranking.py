@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lightning_proxy.files import write_atomically
 
 REQUIRED_METADATA = ("statistic", "num_examples", "fingerprint")
 
@@ -77,21 +78,16 @@ def save_ranking(path: str | os.PathLike, ranking: Ranking) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"ranking files end in .npz, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": 1, **ranking.metadata}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                indices=np.asarray(ranking.indices, dtype=np.int64),
-                scores=np.asarray(ranking.scores, dtype=np.float64),
-                metadata=np.array(json.dumps(metadata, sort_keys=True, default=str)),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(
+        path,
+        lambda tmp: np.savez(
+            tmp,
+            indices=np.asarray(ranking.indices, dtype=np.int64),
+            scores=np.asarray(ranking.scores, dtype=np.float64),
+            metadata=np.array(json.dumps(metadata, sort_keys=True, default=str)),
+        ),
+    )
     return path
 
 
