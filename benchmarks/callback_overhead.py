@@ -9,8 +9,9 @@ scoring pass is timed on its own, against one training epoch's worth of steps.
 
 First, the three training-step hooks alone, called as Lightning calls them on one epoch of steps: the
 tensor operations they issue per step and their host time per step, scattering every step
-(``observe_every=1``) against every 32 steps (the default). A small model's step is bound by the host
-launching kernels, so on a GPU that host time is what the callbacks add to a step.
+(``observe_every=1``) against every 32 steps (the default), set against the tensor operations of the
+training step itself. A small model's step is bound by the host launching kernels, one per operation, so
+on a GPU the step's time grows about as its operation count does.
 
     python benchmarks/callback_overhead.py                 # CPU or the GPU there is
     python benchmarks/callback_overhead.py --precision bf16-mixed --steps 200
@@ -145,6 +146,45 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def fit(args: argparse.Namespace, data: L.LightningDataModule, callbacks: list[L.Callback], **limits: int) -> None:
+    """Fit a fresh preact ResNet20 on ``data`` with nothing but ``callbacks`` (no logger, checkpoints or bars)."""
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **limits,
+    )
+    model = ClassificationModule(arch="preact_resnet20", num_classes=10, in_channels=3, schedule="constant")
+    trainer.fit(model, data)
+
+
+class OpsPerStep(L.Callback):
+    """Tensor operations dispatched from each training batch's start to its end (forward, backward, optimizer)."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.counter = OpCounter()
+        self.counter.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.counter.__exit__(None, None, None)
+        self.counts.append(self.counter.count)
+
+
+def step_ops(args: argparse.Namespace) -> int:
+    """Tensor operations of one training step without the callbacks (their count does not depend on the batch size)."""
+    counter = OpsPerStep()
+    fit(args, Pool(3, 8, args.pool), [counter], max_steps=3)
+    return counter.counts[-1]  # the first step also builds optimizer state
+
+
 def hook_cost(args: argparse.Namespace, device: torch.device, observe_every: int) -> tuple[float, float]:
     """Tensor operations and host microseconds per step of the three training-step hooks, epoch end included."""
     steps, classes = -(-args.pool // args.batch_size), 10
@@ -186,38 +226,15 @@ def run(args: argparse.Namespace, callbacks: bool, data: Pool, out: str) -> Step
     L.seed_everything(0, verbose=False)
     timer = StepTimer()
     stats = [cls(dirpath=out, observe_every=args.observe_every) for cls in STATISTICS] if callbacks else []
-    trainer = L.Trainer(
-        accelerator=args.accelerator,
-        devices=1,
-        precision=args.precision,
-        max_epochs=args.epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[*stats, timer],  # the timer last: its batch-end sees every statistic's hook done
-    )
-    model = ClassificationModule(arch="preact_resnet20", num_classes=10, in_channels=3, schedule="constant")
-    trainer.fit(model, data)
+    # the timer last: its batch-end sees every statistic's hook done
+    fit(args, data, [*stats, timer], max_epochs=args.epochs)
     return timer
 
 
 def time_scoring(args: argparse.Namespace, data: Pool, out: str) -> float:
     """Seconds of PostTrainingScores' pass over the pool, after a fit of one step."""
     scorer = TimedScores(dirpath=out)
-    trainer = L.Trainer(
-        callbacks=[scorer],
-        accelerator=args.accelerator,
-        devices=1,
-        precision=args.precision,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    model = ClassificationModule(arch="preact_resnet20", num_classes=10, in_channels=3, schedule="constant")
-    trainer.fit(model, data)
+    fit(args, data, [scorer], max_steps=1)
     return scorer.seconds
 
 
@@ -236,11 +253,14 @@ def main() -> None:
 
     gpu = torch.cuda.is_available() and args.accelerator != "cpu"
     device = torch.device("cuda" if gpu else "cpu")
-    (ops_1, us_1), (ops_32, us_32) = (hook_cost(args, device, k) for k in (1, 32))
-    print(f"hooks alone   observe_every=1: {ops_1:5.1f} tensor ops {us_1:7.1f} us per step")
-    print(
-        f"              observe_every=32: {ops_32:4.1f} tensor ops {us_32:7.1f} us per step   ratio {us_32 / us_1:.3f}x"
-    )
+    step = step_ops(args)
+    print(f"training step alone:              {step:5d} tensor ops per step ({args.precision})")
+    for k in (1, 32):
+        ops, us = hook_cost(args, device, k)
+        print(
+            f"hooks alone, observe_every={k:<2d}:   {ops:5.1f} tensor ops {us:7.1f} us per step   "
+            f"step with hooks / without, in tensor ops: {(step + ops) / step:.3f}x"
+        )
 
     data = Pool(args.steps, args.batch_size, args.pool)
     arms: dict[bool, list[StepTimer]] = {False: [], True: []}
