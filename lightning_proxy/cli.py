@@ -1,77 +1,75 @@
-"""The ``lightning-proxy`` command: LightningCLI's fit/validate/test/predict plus the experiment commands."""
+"""The ``lightning-proxy`` command: LightningCLI's fit/validate/test/predict plus the experiment commands.
+
+Every experiment command is a typed Python function of ``lightning_proxy.experiments``, parsed by
+jsonargparse from its signature and docstring in one way (``--config`` YAML and ``--key value`` options,
+``--help``); a command that takes ranking files takes them as positional arguments.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_proxy.datamodules.base import PoolDataModule
-from lightning_proxy.module import ClassificationModule
+class Command(NamedTuple):
+    target: str  # "module:function", imported only when the command runs
+    description: str
+    positional: str | None = None  # a list parameter given as positional arguments
 
-# name -> ("module:function" taking argv, one-line description); imported only when the command runs
-EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "coreset": ("lightning_proxy.experiments.coreset:main", "core-set selection via proxy, end to end"),
-    "active": ("lightning_proxy.experiments.active:main", "batch active learning via proxy, round by round"),
-    "sweep": ("lightning_proxy.experiments.sweep:main", "proxy datasets for hyperparameter search (Optuna studies)"),
-    "report": ("lightning_proxy.experiments.sweep:report_command", "proxy-quality report of a sweep's storage"),
-    "compare-rankings": ("lightning_proxy.experiments.compare:main", "correlations and top-k overlap of rankings"),
-    "aggregate-rankings": ("lightning_proxy.cli:aggregate_rankings_command", "combine several seeds' rankings"),
+
+COMMANDS: dict[str, Command] = {
+    "coreset": Command("lightning_proxy.experiments.coreset:coreset", "core-set selection via proxy, end to end"),
+    "active": Command("lightning_proxy.experiments.active:active", "batch active learning via proxy, round by round"),
+    "sweep": Command("lightning_proxy.experiments.sweep:sweep", "proxy datasets for hyperparameter search (Optuna)"),
+    "report": Command("lightning_proxy.experiments.sweep:sweep_report", "proxy-quality report of a sweep"),
+    "compare-rankings": Command(
+        "lightning_proxy.experiments.compare:compare", "correlations and top-k overlap of rankings", "rankings"
+    ),
+    "aggregate-rankings": Command(
+        "lightning_proxy.experiments.compare:aggregate", "combine several seeds' rankings", "rankings"
+    ),
 }
 
 
-class ProxyCLI(LightningCLI):
-    """LightningCLI whose model learns its class count and input channels from the datamodule."""
+def run_command(name: str, argv: Sequence[str]) -> Any:
+    """Parse ``argv`` for the command's function (its signature and docstring) and call it."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
+    command = COMMANDS[name]
+    module, function_name = command.target.split(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), function_name)
+    parser = ArgumentParser(prog=f"lightning-proxy {name}", description=function.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of this command's options")
+    skip = set()
+    if command.positional is not None:
+        parser.add_argument(command.positional, nargs="+", help=f"the {command.positional} (files)")
+        skip.add(command.positional)
+    parser.add_function_arguments(function, skip=skip, as_positional=False)
+    config = parser.parse_args(list(argv))
+    kwargs = {k: v for k, v in config.as_dict().items() if k != "config"}
+    return function(**kwargs)
 
 
-def cli(args: Sequence[str] | None = None, run: bool = True) -> ProxyCLI:
-    """Build (and by default run) the training CLI; ``args`` as on the command line, without the program name."""
-    return ProxyCLI(
-        ClassificationModule,
-        PoolDataModule,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=list(args) if args is not None else None,
-        run=run,
-    )
+def cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
+    """The training CLI (``fit``, ``validate``, ``test``, ``predict``); ``args`` as on the command line, or sys.argv."""
+    from lightning_proxy.training import ProxyCLI
 
-
-def aggregate_rankings_command(argv: list[str]) -> None:
-    """``lightning-proxy aggregate-rankings A.npz B.npz ... --output OUT.npz [--how mean|sum]``."""
-    import argparse
-
-    from lightning_proxy.selection import aggregate_rankings, load_ranking, save_ranking
-
-    parser = argparse.ArgumentParser(
-        prog="lightning-proxy aggregate-rankings",
-        description="Aggregate the rankings of several runs (seeds) of one proxy into one ranking file.",
-    )
-    parser.add_argument("rankings", nargs="+", help="ranking files (.npz) of one statistic on one pool")
-    parser.add_argument("--output", "-o", required=True, help="the ranking file to write (.npz)")
-    parser.add_argument("--how", choices=("mean", "sum"), default="mean", help="how scores combine (default: mean)")
-    ns = parser.parse_args(argv)
-    ranking = aggregate_rankings([load_ranking(p) for p in ns.rankings], how=ns.how)
-    print(f"{save_ranking(ns.output, ranking)}: {ranking.metadata['statistic']}, {ns.how} of {len(ns.rankings)} runs")
+    return ProxyCLI(args=list(args) if args is not None else None, run=run)
 
 
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in EXPERIMENTS:
-        module, function = EXPERIMENTS[argv[0]][0].split(":")
-        getattr(importlib.import_module(module), function)(argv[1:])
+    if argv and argv[0] in COMMANDS:
+        run_command(argv[0], argv[1:])
         return
     if not argv or argv[0] in ("-h", "--help"):
         print("experiment commands (each has --help):")
-        for name, (_, description) in sorted(EXPERIMENTS.items()):
-            print(f"  {name:22s}{description}")
+        for name, command in sorted(COMMANDS.items()):
+            print(f"  {name:22s}{command.description}")
         print()
-    cli(argv)
+    cli(args)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -21,3 +22,26 @@ def write_atomically(path: Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> Path:
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def write_csv(path: Path, frame: Any) -> Path:
+    """A pandas frame, without its index."""
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return path
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> Path:
+    """A matplotlib figure in the format of ``path``'s suffix (PNG by default), then cleared."""
+    path = Path(path)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+    fig.clear()
+    return path

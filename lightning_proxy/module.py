@@ -15,15 +15,18 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_proxy.batches import INPUT_KEYS, TARGET_KEYS, describe, split_batch
 from lightning_proxy.models import build_model
 
 
-def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``(inputs, targets, indices)`` from a ``(x, y, index)`` tuple or an ``{"input", "target", "index"}`` dict."""
-    if isinstance(batch, dict):
-        return batch["input"], batch["target"], batch.get("index")
-    x, y, *rest = batch
-    return x, y, (rest[0] if rest else None)
+def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    x, y, indices = split_batch(batch)
+    if x is None or y is None:
+        raise ValueError(
+            f"ClassificationModule reads (input, target[, index]) batches or dicts with keys from {INPUT_KEYS} "
+            f"and {TARGET_KEYS}; got {describe(batch)}"
+        )
+    return x, y, indices
 
 
 class ClassificationModule(L.LightningModule):
@@ -116,7 +119,7 @@ class ClassificationModule(L.LightningModule):
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y, indices = split_batch(batch)
+        x, y, indices = _split(batch)
         logits = self(x)
         loss = self._loss(logits, y)
         self.train_acc(logits, y)
@@ -128,7 +131,7 @@ class ClassificationModule(L.LightningModule):
         return out
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y, _ = split_batch(batch)
+        x, y, _ = _split(batch)
         logits = self(x)
         self.val_acc(logits, y)
         self.log("val/loss", self._loss(logits, y), sync_dist=True)
@@ -141,7 +144,7 @@ class ClassificationModule(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        x, y, _ = split_batch(batch)
+        x, y, _ = _split(batch)
         logits = self(x)
         self.val_acc(logits, y)
         self.log("test/loss", self._loss(logits, y), sync_dist=True)
@@ -149,7 +152,7 @@ class ClassificationModule(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Logits, penultimate features, targets and pool indices of a scoring batch."""
-        x, y, indices = split_batch(batch)
+        x, y, indices = _split(batch)
         features = self.forward_features(x)
         out = {"logits": self.forward_head(features), "features": features, "targets": y}
         if indices is not None:
@@ -184,9 +187,10 @@ class ClassificationModule(L.LightningModule):
 
             sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        if not math.isfinite(total):
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
             raise ValueError(f"schedule={hp.schedule} needs a finite run: set trainer.max_epochs or max_steps")
+        total = max(int(steps), 1)
         if hp.schedule == "one_cycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt,

@@ -1,9 +1,8 @@
 """Per-example callbacks: hand-worked sequences, direct computations, DDP against one process, resume."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -13,12 +12,11 @@ import torch.nn.functional as F
 from scipy.special import log_softmax, softmax
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
+from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ExampleStatistic, ForgettingEvents, PostTrainingScores
 from lightning_proxy.datamodules import DigitsDataModule, IndexedDataset, SubsetSpec
 from lightning_proxy.module import ClassificationModule
-from lightning_proxy.selection import load_ranking
+from lightning_proxy.selection import aggregate_rankings, load_ranking
 
-SCRIPTS = Path(__file__).parent / "scripts"
 README = Path(__file__).parents[1] / "README.md"
 
 
@@ -221,15 +219,15 @@ def test_loss_of_a_class_subset_uses_the_model_labels(tmp_path):
     model.eval()
     x, y, _ = next(iter(dm.scoring_dataloader(kept[:5])))
     with torch.no_grad():
-        expected = F.cross_entropy(model(x), torch.as_tensor(dm.label_map())[y], reduction="none")
+        expected = F.cross_entropy(model(x), y, reduction="none")
+    # the scoring loader serves the model's labels (3 -> 0, 7 -> 1), mapped once, by the datamodule
+    assert y.tolist() == dm.label_map()[dm.targets[kept[:5]]].tolist()
     got = dict(zip(loss.indices.tolist(), loss.scores.tolist(), strict=True))
     np.testing.assert_allclose([got[i] for i in kept[:5]], expected.numpy(), rtol=1e-4)
 
 
-def test_ddp_two_processes_score_like_one_and_count_each_example_once_per_epoch(tmp_path):
-    out = tmp_path / "ddp"
-    out.mkdir()
-    subprocess.run([sys.executable, str(SCRIPTS / "ddp_callbacks.py"), str(out)], check=True, timeout=1500)
+def test_ddp_two_processes_score_like_one_and_count_each_example_once_per_epoch(tmp_path, ddp_fits):
+    out = ddp_fits / "callbacks"
     dm = DigitsDataModule(batch_size=64)
     counts = np.load(out / "presentations.npz")
     assert (counts["raw"].sum(axis=1) == dm.pool_size + 1).all()  # 1437 examples: the sampler repeats one
@@ -269,3 +267,35 @@ def test_readme_adoption_example_runs_with_a_foreign_module(tmp_path, monkeypatc
         expected = F.cross_entropy(model(points), labels, reduction="none").numpy()
     loss = load_ranking(tmp_path / "rankings" / "loss.npz")
     np.testing.assert_allclose(loss.scores, expected[loss.indices], rtol=1e-4, atol=1e-6)
+
+
+def test_ranking_metadata_names_the_statistic_not_the_file(tmp_path):
+    """Two seeds' forgetting saved under other names still aggregate as one statistic."""
+    targets = np.array([0, 1, 0, 1, 0, 1, 0])
+    logits = logits_from_correctness(CORRECT, targets)
+    for name in ("f_seed0", "f_seed1"):
+        scripted_fit(
+            logits,
+            targets,
+            [ForgettingEvents(dirpath=str(tmp_path), num_examples=7, filename=name)],
+            keep=list(range(6)),
+        )
+    runs = [load_ranking(tmp_path / f"f_seed{seed}.npz") for seed in (0, 1)]
+    assert [r.metadata["statistic"] for r in runs] == ["forgetting", "forgetting"]
+    merged = aggregate_rankings(runs)
+    assert merged.metadata["statistic"] == "forgetting" and merged.metadata["runs"] == 2
+    scores = PostTrainingScores(dirpath=str(tmp_path), statistics=["margin"], prefix="p_")
+    assert scores.statistic == "scores"  # the class names its files; each file's metadata names its statistic
+
+
+class FloatMax(ExampleStatistic):
+    def epoch_names(self):
+        return {"peak": torch.float32}
+
+
+def test_epoch_reduction_keeps_float_values():
+    statistic = FloatMax(num_examples=3)
+    statistic._epoch = {"peak": torch.tensor([0.75, 2.5, -1.25])}
+    reduced = statistic.reduce_epoch(SimpleNamespace(world_size=1), op="max")
+    assert reduced["peak"].tolist() == [0.75, 2.5, -1.25]  # not truncated to int
+    assert statistic._epoch["peak"].tolist() == [0.0, 0.0, 0.0] and statistic.epochs_seen == 1

@@ -1,6 +1,7 @@
 """The coreset experiment end to end on digits (tiny trainings), its resume, and compare-rankings."""
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,9 @@ import pandas as pd
 import pytest
 
 import lightning_proxy.experiments.coreset as coreset_module
+from lightning_proxy.cli import main
 from lightning_proxy.experiments.compare import compare_rankings
-from lightning_proxy.experiments.compare import main as compare_main
+from lightning_proxy.experiments.runs import read_result
 from lightning_proxy.selection import Ranking, load_ranking, save_ranking
 from lightning_proxy.selection.kcenters import greedy_k_centers
 
@@ -18,6 +20,8 @@ QUICK = {  # every example seen (rankings must cover the pool to supply subsets)
     "model.arch": "preact_resnet8",
     "trainer.max_epochs": 2,
     "trainer.limit_val_batches": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.enable_checkpointing": False,
     "trainer.enable_progress_bar": False,
     "trainer.enable_model_summary": False,
 }
@@ -64,27 +68,34 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch):
         == load_ranking(out / "seed0" / "proxy" / "entropy.npz").metadata["fingerprint"]
     )
 
-    # a crash in the middle of the fifth training (its folder half written), then a resume
-    real_train, calls = coreset_module.train, []
+    # a crash in the middle of the fifth training (its folder half written), then a resume; the straight run
+    # proved the trainings, so here a training is the straight run's folder copied into place (files and all)
+    calls, crash_at = [], [5]
 
-    def crashing_train(folder, *args, **kwargs):
+    def replayed_train(folder, *args, **kwargs):
+        if (folder / "result.json").is_file():
+            return read_result(folder)
         calls.append(folder)
-        if len(calls) == 5:
+        if len(calls) in crash_at:
             folder.mkdir(parents=True)
             (folder / "metrics.csv").write_text("epoch,val/acc\n0,")
             raise RuntimeError("simulated crash")
-        return real_train(folder, *args, **kwargs)
+        shutil.copytree(out / folder.relative_to(crashed), folder, dirs_exist_ok=True)
+        return read_result(folder)
 
     crashed = tmp_path / "crashed"
-    monkeypatch.setattr(coreset_module, "train", crashing_train)
+    monkeypatch.setattr(coreset_module, "train", replayed_train)
     with pytest.raises(RuntimeError, match="simulated crash"):
         tiny_coreset(crashed)
     finished = sorted(p.parent for p in crashed.rglob("result.json"))
     stamps = {p: (p / "result.json").stat().st_mtime_ns for p in finished}
     assert len(finished) == 4 and not (crashed / "results.csv").exists()
-    monkeypatch.setattr(coreset_module, "train", real_train)
+    calls.clear()
+    crash_at.clear()
     tiny_coreset(crashed)
     assert all((p / "result.json").stat().st_mtime_ns == stamps[p] for p in finished)  # not trained again
+    trainings = 2 + 6 * 2  # the proxy, the target on everything, six methods at two fractions
+    assert not set(calls) & set(finished) and len(calls) == trainings - 4  # the rest, each once
     resumed = pd.read_csv(crashed / "results.csv")
     pd.testing.assert_frame_equal(resumed[RESULT_COLUMNS], results[RESULT_COLUMNS])
 
@@ -118,7 +129,7 @@ def test_compare_rankings_values_and_heatmap(tmp_path, capsys):
     paths = []
     for name, r in {"a": a, "b": b}.items():
         paths.append(str(save_ranking(tmp_path / name / "s.npz", r)))
-    compare_main([*paths, "--top", "0.2", "--output", str(tmp_path / "cmp.png")])
+    main(["compare-rankings", *paths, "--top", "0.2", "--output", str(tmp_path / "cmp.png")])
     assert (tmp_path / "cmp.png").stat().st_size > 0
     assert pd.read_csv(tmp_path / "cmp.csv").spearman.iloc[0] == pytest.approx(1 - 24 / 990)
     assert "a/s" in capsys.readouterr().out
@@ -131,7 +142,7 @@ def test_compare_rankings_values_and_heatmap(tmp_path, capsys):
 def test_coreset_configs_parse_and_name_existing_training_configs(config, capsys, monkeypatch):
     monkeypatch.chdir(Path(DIGITS).parents[1])
     with pytest.raises(SystemExit) as exit_info:
-        coreset_module.main(["--config", f"configs/{config}", "--print_config"])
+        main(["coreset", "--config", f"configs/{config}", "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     for key in ("proxy_config", "target_config"):

@@ -1,15 +1,9 @@
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from lightning_proxy.datamodules import DigitsDataModule, SubsetSpec
 from lightning_proxy.selection import Ranking, pool_fingerprint, save_ranking
-
-SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def test_digits_items_carry_their_pool_index():
@@ -75,15 +69,15 @@ def test_bad_datamodule_arguments():
         DigitsDataModule(batch_size=0)
 
 
-def test_ddp_two_processes_see_every_subset_example_once_per_epoch(tmp_path):
-    subprocess.run([sys.executable, str(SCRIPTS / "ddp_subset_coverage.py"), str(tmp_path)], check=True, timeout=1500)
-    subset = np.load(tmp_path / "subset.npy")
-    targets = np.load(tmp_path / "targets.npy")
+def test_ddp_two_processes_see_every_subset_example_once_per_epoch(ddp_fits):
+    out = ddp_fits / "subset"
+    subset = np.load(out / "subset.npy")
+    targets = np.load(out / "targets.npy")
     assert len(set(targets[subset].tolist())) == 7
     padding = (-len(subset)) % 2
     orders = []
     for epoch in range(2):
-        ranks = [np.load(tmp_path / f"rank{r}_epoch{epoch}.npy") for r in range(2)]
+        ranks = [np.load(out / f"rank{r}_epoch{epoch}.npy") for r in range(2)]
         assert len(ranks[0]) == len(ranks[1]) == (len(subset) + padding) // 2
         seen = np.concatenate(ranks)
         assert set(seen.tolist()) == set(subset.tolist())  # every example of the subset, none outside it

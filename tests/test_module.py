@@ -102,3 +102,9 @@ def test_one_cycle_survives_runs_of_a_few_steps(steps):
         opt.step()
         sched.step()
     assert max(lrs) <= 0.1 + 1e-9 and len(lrs) == steps
+
+
+def test_an_endless_run_is_refused_with_a_clear_message(tmp_path):
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs a finite run"):  # not an OverflowError from int(inf)
+        trainer.fit(module(), DigitsDataModule())

@@ -107,6 +107,16 @@ def test_bad_specs_are_refused(kwargs, message):
         SubsetSpec(**kwargs)
 
 
+def test_a_ranking_is_given_by_its_file(tmp_path):
+    ranking = Ranking.from_scores(np.arange(len(TARGETS), dtype=float), {"statistic": "s"})
+    with pytest.raises(TypeError, match="path of a ranking file .*save_ranking"):
+        SubsetSpec(ranking=ranking)
+    path = ranking_file(tmp_path, np.arange(len(TARGETS), dtype=float))
+    for given in (str(path), path):  # a str, as from YAML, or a Path in Python
+        chosen = select_subset(SubsetSpec(ranking=given, fraction=0.25), TARGETS, CLASSES)
+        assert chosen.tolist() == sorted(np.argsort(-np.arange(len(TARGETS)))[: round(0.25 * len(TARGETS))].tolist())
+
+
 def test_random_fraction_is_seeded():
     a = select_subset(SubsetSpec(fraction=0.3, seed=1), TARGETS, CLASSES)
     b = select_subset(SubsetSpec(fraction=0.3, seed=1), TARGETS, CLASSES)
@@ -242,7 +252,13 @@ def test_aggregate_rankings_command(tmp_path, capsys):
     for seed, scores in [(0, np.arange(20.0)), (1, np.arange(20.0)[::-1])]:
         ranking_file(tmp_path, scores, name=f"seed{seed}.npz", seed=seed)
     main(
-        ["aggregate-rankings", str(tmp_path / "seed0.npz"), str(tmp_path / "seed1.npz"), "-o", str(tmp_path / "m.npz")]
+        [
+            "aggregate-rankings",
+            str(tmp_path / "seed0.npz"),
+            str(tmp_path / "seed1.npz"),
+            "--output",
+            str(tmp_path / "m.npz"),
+        ]
     )
     merged = load_ranking(tmp_path / "m.npz")
     assert np.allclose(merged.scores, 9.5) and merged.indices.tolist() == list(range(20))  # ties by index

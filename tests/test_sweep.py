@@ -235,7 +235,13 @@ def test_a_smarter_sampler_searches_the_same_values_until_n_trials_complete(tmp_
 
 def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    overrides = {"trainer.max_epochs": 2, "trainer.enable_progress_bar": False, "data.batch_size": 256}
+    overrides = {
+        "trainer.max_epochs": 2,
+        "trainer.enable_progress_bar": False,
+        "trainer.enable_checkpointing": False,
+        "trainer.num_sanity_val_steps": 0,
+        "data.batch_size": 256,
+    }
     settings = {
         "datasets": {"digits": {"config": TARGET, "args": overrides}},
         "grid": {"model.lr": [3e-3, 3e-2], "model.optimizer": ["sgd"]},

@@ -23,25 +23,19 @@ import lightning as L
 import torch
 
 import lightning_proxy
+from lightning_proxy.batches import INDEX_KEYS, TARGET_KEYS, describe, split_batch
 from lightning_proxy.selection.ranking import Ranking, pool_fingerprint, save_ranking
-
-TARGET_KEYS = ("target", "targets", "label", "labels", "y")
-INDEX_KEYS = ("index", "indices", "idx")
 
 
 def targets_and_indices(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets and pool indices of a ``(input, target, index)`` batch or a dict batch with common key names."""
-    if isinstance(batch, Mapping):
-        found = [next((batch[k] for k in keys if k in batch), None) for keys in (TARGET_KEYS, INDEX_KEYS)]
-        if all(v is not None for v in found):
-            return found[0], found[1]
-    elif isinstance(batch, list | tuple) and len(batch) >= 3:
-        return batch[1], batch[2]
-    got = f"a dict with keys {sorted(batch)}" if isinstance(batch, Mapping) else type(batch).__name__
+    _, targets, indices = split_batch(batch)
+    if targets is not None and indices is not None:
+        return targets, indices
     raise ValueError(
         "per-example callbacks need the target and pool index of every example in the batch: wrap the dataset "
-        "in lightning_proxy.datamodules.IndexedDataset so items are (input, target, index) or dicts with an "
-        f"'index' key (targets under one of {TARGET_KEYS}); got {got}"
+        "in lightning_proxy.datamodules.IndexedDataset so items are (input, target, index), or give dicts with "
+        f"an index under one of {INDEX_KEYS} and a target under one of {TARGET_KEYS}; got {describe(batch)}"
     )
 
 
@@ -165,16 +159,21 @@ class ExampleStatistic(L.Callback):
             self._state[name] = value.to(current.device, current.dtype)
 
     def reduce_epoch(self, trainer: L.Trainer, op: str = "sum") -> dict[str, torch.Tensor]:
-        """All-reduce the epoch buffers (stacked, so one collective), return them and zero the buffers."""
+        """All-reduce the epoch buffers (stacked, so one collective), return them and zero the buffers.
+
+        They travel and come back as float64, which holds every int32 and float32 value exactly: a max of
+        floats is not truncated, and a sum over ranks loses nothing.
+        """
         self.observe_kept_steps()
         names = list(self._epoch)
-        stacked = torch.stack([self._epoch[k].to(torch.float64 if op == "sum" else torch.int32) for k in names])
+        stacked = torch.stack([self._epoch[k].to(torch.float64) for k in names])
         if trainer.world_size > 1:
             stacked = trainer.strategy.reduce(stacked, reduce_op=op)
+        reduced = {k: stacked[i] for i, k in enumerate(names)}
         for buffer in self._epoch.values():
             buffer.zero_()
         self.epochs_seen += 1
-        return {k: stacked[i] for i, k in enumerate(names)}
+        return reduced
 
     # --- observations from the training steps --------------------------------------------------------------
     def observe(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
@@ -218,12 +217,16 @@ class ExampleStatistic(L.Callback):
         mask: torch.Tensor,
         metadata: dict[str, Any],
     ) -> Path:
-        """Rank zero writes ``<dirpath>/<name>.npz`` (examples where ``mask`` holds) atomically; others wait."""
+        """Rank zero writes ``<dirpath>/<name>.npz`` (examples where ``mask`` holds) atomically; others wait.
+
+        The metadata's ``statistic`` is what was measured (the class's, unless ``metadata`` names one), not
+        the file name, so rankings saved under other names still aggregate and compare as one statistic.
+        """
         path = self.output_dir(trainer) / f"{name}.npz"
         if trainer.is_global_zero:
             indices = torch.nonzero(mask).squeeze(1).cpu().numpy()
             values = scores[mask].double().cpu().numpy()
-            save_ranking(path, Ranking.from_scores(values, {"statistic": name, **metadata}, indices))
+            save_ranking(path, Ranking.from_scores(values, {"statistic": self.statistic, **metadata}, indices))
         trainer.strategy.barrier(f"{name}_written")
         return path
 

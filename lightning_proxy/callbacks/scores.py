@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -16,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from lightning_proxy.callbacks.base import ExampleStatistic, provenance, targets_and_indices
+from lightning_proxy.files import write_atomically
 from lightning_proxy.selection.subset import read_indices
 
 STATISTICS = ("loss", "entropy", "least_confidence", "margin")
@@ -55,8 +54,8 @@ class PostTrainingScores(ExampleStatistic):
 
     ``trainer.predict(model, datamodule)`` with this callback scores a trained checkpoint the same way.
 
-    The loss uses the model's labels: a class subset's datamodule maps pool labels with ``label_map()``
-    and examples of other classes are left out of the loss ranking.
+    The loss uses the labels of the scoring batches, which are the model's: a class subset's datamodule
+    serves ``0..k-1`` and -1 for examples of other classes, which are left out of the loss ranking.
 
     Args:
         dirpath: folder of the files (default: the trainer's log dir).
@@ -93,7 +92,6 @@ class PostTrainingScores(ExampleStatistic):
         self.indices = indices
         self._sums: torch.Tensor | None = None
         self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._label_map: torch.Tensor | None = None
 
     # --- accumulation, shared by the post-training pass and trainer.predict ------------------------------
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -101,17 +99,12 @@ class PostTrainingScores(ExampleStatistic):
         # rows: the statistics, then "has a model label", then the count of times scored
         self._sums = torch.zeros(len(self.statistics) + 2, n, dtype=torch.float64, device=pl_module.device)
         self._rows = []
-        label_map = getattr(trainer.datamodule, "label_map", None)
-        mapping = label_map() if callable(label_map) else None
-        self._label_map = None if mapping is None else torch.as_tensor(mapping, device=pl_module.device)
 
     def _add(self, logits: torch.Tensor, features: torch.Tensor | None, targets: torch.Tensor, indices: Any) -> None:
         assert self._sums is not None
         device = self._sums.device
         indices = torch.as_tensor(indices, device=device, dtype=torch.int64)
         targets = targets.to(device, torch.int64)
-        if self._label_map is not None:
-            targets = self._label_map[targets]
         scores = example_scores(logits.to(device), targets)
         rows = torch.stack([scores[s] for s in self.statistics] + [(targets >= 0).float(), torch.ones_like(targets)])
         self._sums.index_add_(1, indices, rows.double())
@@ -128,7 +121,8 @@ class PostTrainingScores(ExampleStatistic):
         for i, name in enumerate(self.statistics):
             mask = scored & labelled if name == "loss" else scored
             values = sums[i] / count.clamp(min=1)
-            self.write(trainer, f"{self.prefix}{name}", values, mask, {**meta, "direction": DIRECTIONS[name]})
+            meta_of_name = {**meta, "statistic": name, "direction": DIRECTIONS[name]}
+            self.write(trainer, f"{self.prefix}{name}", values, mask, meta_of_name)
         if self.embeddings:
             self._write_embeddings(trainer)
         self._sums, self._rows = None, []
@@ -210,7 +204,11 @@ class PostTrainingScores(ExampleStatistic):
 
     # --- embeddings --------------------------------------------------------------------------------------
     def _write_embeddings(self, trainer: L.Trainer) -> None:
-        """Gather the ranks' rows to rank zero in fixed-size chunks and write them through a memory map."""
+        """Gather the ranks' rows to rank zero in fixed-size chunks and write them through a memory map.
+
+        Rank zero writes a temporary file that it renames when whole; the other ranks take part in the
+        gathers that fill it.
+        """
         if not self._rows:  # the same on every rank: the module (or predict_step) gives no features
             warnings.warn(
                 "PostTrainingScores(embeddings=True) found no features: predict_step must return "
@@ -221,34 +219,37 @@ class PostTrainingScores(ExampleStatistic):
         n = self.pool_size(trainer)
         indices = torch.cat([i for i, _ in self._rows])
         rows = torch.cat([r for _, r in self._rows])
-        path = self.output_dir(trainer) / f"{self.prefix}embeddings.npy"
-        out = tmp = None
+
+        def fill(tmp: str | None) -> None:
+            def open_out(dim: int) -> np.memmap | None:
+                if tmp is None:
+                    return None
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+                out[:] = np.nan
+                return out
+
+            if trainer.world_size == 1:
+                out = open_out(rows.shape[1])
+                out[indices.numpy()] = rows.numpy()
+            else:
+                out = self._gather(trainer, indices, rows, open_out)
+            if out is not None:
+                out.flush()
+
+        path = self.output_dir(trainer) / f"{self.prefix}embeddings.npy"  # every rank: log_dir is a broadcast
         if trainer.is_global_zero:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-            os.close(fd)
-        if trainer.world_size == 1:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, rows.shape[1]))
-            out[:] = np.nan
-            out[indices.numpy()] = rows.numpy()
+            write_atomically(path, fill)
         else:
-            out = self._gather(trainer, indices, rows, tmp, n)
-        if trainer.is_global_zero:
-            out.flush()
-            del out
-            os.replace(tmp, path)
+            fill(None)
         trainer.strategy.barrier("embeddings_written")
 
     def _gather(
-        self, trainer: L.Trainer, indices: torch.Tensor, rows: torch.Tensor, tmp: str | None, n: int
+        self, trainer: L.Trainer, indices: torch.Tensor, rows: torch.Tensor, open_out: Callable[[int], Any]
     ) -> np.memmap | None:
         device = trainer.strategy.root_device
         sizes = trainer.strategy.all_gather(torch.tensor([len(indices), rows.shape[1]], device=device))
         dim = int(sizes[:, 1].max())
-        out = None
-        if trainer.is_global_zero:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-            out[:] = np.nan
+        out = open_out(dim)
         chunk = self.gather_rows
         for start in range(0, int(sizes[:, 0].max()), chunk):
             idx = torch.full((chunk,), -1, dtype=torch.int64)

@@ -230,8 +230,12 @@ class PoolDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def scoring_dataloader(self, indices: Sequence[int] | np.ndarray | None = None) -> DataLoader:
-        """The pool (or ``indices`` of it) in order, no augmentation, original labels: for scoring passes."""
-        dataset: Dataset = IndexedDataset(self.score_pool)
+        """The pool (or ``indices`` of it) in order, no augmentation, for scoring passes.
+
+        Labels are the model's (a class subset's ``0..k-1``), and -1 for examples of classes it leaves out.
+        """
+        self.setup("predict")
+        dataset: Dataset = IndexedDataset(self.score_pool, self.label_map())
         if indices is not None:
             dataset = Subset(dataset, np.asarray(indices, dtype=np.int64).tolist())
         return self._loader(dataset, self.eval_batch_size, shuffle=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule, SubsetSpec
+from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
 
 
 class DigitsDataset(InMemoryImages):
@@ -42,18 +43,13 @@ class DigitsDataModule(PoolDataModule):
     std = (0.378,)
 
     def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        flip_p: float = 0.0,
-        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
-        download: bool = False,
-        pin_memory: bool = True,
-        val_fraction: float = 0.2,
+        self, batch_size: int = 64, num_workers: int = 0, flip_p: float = 0.0, val_fraction: float = 0.2, **kwargs: Any
     ) -> None:
-        super().__init__(root, batch_size, eval_batch_size, num_workers, flip_p, subset, download, pin_memory)
+        """
+        Args:
+            val_fraction: share of the 1,797 digits held out for validation (a fixed stratified split).
+        """
+        super().__init__(batch_size=batch_size, num_workers=num_workers, flip_p=flip_p, **kwargs)
         self.val_fraction = val_fraction
 
     def build_pool(self, split: str, transform: Callable | None) -> DigitsDataset:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.base import PoolDataModule, SubsetSpec
+from lightning_proxy.datamodules.base import PoolDataModule
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -122,19 +122,8 @@ class _ImageFolderDataModule(PoolDataModule):
     resize_ratio: float = 1.0
     class_names: Mapping[str, str] | None = None
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        flip_p: float = 0.5,
-        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
-        download: bool = False,
-        pin_memory: bool = True,
-        image_size: int = 128,
-    ) -> None:
-        super().__init__(root, batch_size, eval_batch_size, num_workers, flip_p, subset, download, pin_memory)
+    def __init__(self, batch_size: int = 64, num_workers: int = 8, image_size: int = 128, **kwargs: Any) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         if image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
         self.image_size = image_size
@@ -215,22 +204,8 @@ class ImagenetteDataModule(_ImageFolderDataModule):
     archive = "imagenette2"
     class_names = IMAGENETTE_CLASSES
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        flip_p: float = 0.5,
-        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
-        download: bool = False,
-        pin_memory: bool = True,
-        image_size: int = 128,
-        release_size: Literal["160", "320", "full"] = "160",
-    ) -> None:
-        super().__init__(
-            root, batch_size, eval_batch_size, num_workers, flip_p, subset, download, pin_memory, image_size
-        )
+    def __init__(self, release_size: Literal["160", "320", "full"] = "160", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if release_size not in ("160", "320", "full"):
             raise ValueError(f"release_size must be '160', '320' or 'full', got {release_size!r}")
         self.release_size = release_size
@@ -291,20 +266,9 @@ class ImageNetDataModule(_ImageFolderDataModule):
     resize_ratio = 256 / 224
 
     def __init__(
-        self,
-        root: str = "data/imagenet",
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        flip_p: float = 0.5,
-        subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
-        download: bool = False,
-        pin_memory: bool = True,
-        image_size: int = 224,
+        self, root: str = "data/imagenet", batch_size: int = 256, image_size: int = 224, **kwargs: Any
     ) -> None:
-        super().__init__(
-            root, batch_size, eval_batch_size, num_workers, flip_p, subset, download, pin_memory, image_size
-        )
+        super().__init__(root=root, batch_size=batch_size, image_size=image_size, **kwargs)
 
     def layout(self) -> str:
         return (

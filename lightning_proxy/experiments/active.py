@@ -12,7 +12,7 @@ the callbacks and the ranking files use); the active-learning *pool* is a sorted
 always kept as dataset indices; k-centers works on pool positions and maps them back through the pool.
 
 After every round the loop's ``state.json`` (labelled dataset indices in the order added, the rounds and
-their timings) is written atomically; every training is a ``lightning-proxy fit`` run skipped when its
+their timings) is written atomically; every training (a fit config plus overrides) is skipped when its
 result exists, so a killed experiment resumes at the last finished round and ends with the same labelled
 set. Under DDP every rank runs this driver and computes the same selection from the same files.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,16 @@ import numpy as np
 import pandas as pd
 
 from lightning_proxy.experiments.plots import plot_error_curves
-from lightning_proxy.experiments.runs import as_cli_args, train, write_json
-from lightning_proxy.files import write_atomically
+from lightning_proxy.experiments.runs import (
+    check_choices,
+    flat,
+    proxy_and_target,
+    seeds_or_default,
+    train,
+    write_report,
+)
+from lightning_proxy.files import write_atomically, write_json
+from lightning_proxy.training import Training
 
 METHODS = ("least_confidence", "kcenters", "random")
 SELECTORS = ("proxy", "target")
@@ -128,29 +136,11 @@ def save_indices(path: Path, indices: np.ndarray) -> Path:
 
 
 # --- the experiment --------------------------------------------------------------------------------------
-def flat(overrides: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    """Nested overrides as dotted keys: ``{"data.subset": {"fraction": 0.5}}`` -> ``{"data.subset.fraction": 0.5}``."""
-    out: dict[str, Any] = {}
-    for key, value in (overrides or {}).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and "class_path" not in value:
-            out |= flat(value, f"{name}.")
-        else:
-            out[name] = value
-    return out
-
-
-def read_pool(config: str, overrides: dict[str, Any]) -> tuple[np.ndarray, int, str]:
-    """The active-learning pool (sorted dataset indices: the training subset ``overrides`` define), N, fingerprint."""
-    from lightning_proxy.cli import cli
-
-    run = cli(["--config", config, *as_cli_args(overrides), "--trainer.logger", "false"], run=False)
-    run.datamodule.setup("fit")
-    return (
-        np.asarray(run.datamodule.train_indices, dtype=np.int64),
-        run.datamodule.pool_size,
-        run.datamodule.fingerprint,
-    )
+def read_pool(training: Training) -> tuple[np.ndarray, int, str]:
+    """The active-learning pool (sorted dataset indices: the training subset of ``training``), N, fingerprint."""
+    datamodule = training.datamodule()
+    datamodule.setup("fit")
+    return np.asarray(datamodule.train_indices, dtype=np.int64), datamodule.pool_size, datamodule.fingerprint
 
 
 class Loop:
@@ -161,15 +151,14 @@ class Loop:
         folder: Path,
         method: str,
         selector: str | None,
-        config: str | None,
-        overrides: dict[str, Any],
+        training: Training,
         pool: np.ndarray,
         sizes: list[int],
         seed: int,
         identity: dict[str, Any],
     ) -> None:
-        self.folder, self.method, self.selector, self.config = folder, method, selector, config
-        self.overrides, self.pool, self.sizes, self.seed = overrides, pool, sizes, seed
+        self.folder, self.method, self.selector, self.training = folder, method, selector, training
+        self.pool, self.sizes, self.seed = pool, sizes, seed
         self.identity = identity
         self.state = self._load()
 
@@ -220,8 +209,7 @@ class Loop:
                 scores_dir = self.run_folder(self.selector, have)
                 result = train(
                     scores_dir,
-                    self.config,
-                    {**self.overrides, "data.subset.indices": str(self.labelled_file(have))},
+                    self.training.with_overrides({"data.subset.indices": str(self.labelled_file(have))}),
                     [{"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init}],
                     self.seed,
                     role=f"{self.selector} selector",
@@ -266,7 +254,8 @@ def active(
         target_config: training config of the target (also the selector in SVP's baseline).
         output: folder of the runs and the results (``results.csv``, ``summary.csv``, ``summary.txt``,
             ``active.png``).
-        proxy_args: command-line overrides of the proxy's config, e.g. ``{"model.arch": "preact_resnet8"}``.
+        proxy_args: overrides of the proxy's config, by the fit command's keys without dashes, e.g.
+            ``{"model.arch": "preact_resnet8", "trainer.max_epochs": 5}``.
         target_args: overrides of the target's config.
         data_args: overrides of both; ``data.subset.*`` here chooses the active-learning pool (e.g.
             ``data.subset.fraction: 0.5``, or ``data.subset.classes``), which may be part of the dataset.
@@ -278,32 +267,23 @@ def active(
             must be a size the schedule reaches (default 0.1, 0.2, 0.3, 0.4, 0.5).
         seeds: one initial set, selector and target initialisation per seed (default ``[0]``).
     """
-    methods = list(methods or METHODS)
-    selectors = list(selectors or SELECTORS)
+    methods = check_choices(methods or METHODS, METHODS, "methods")
+    selectors = check_choices(selectors or SELECTORS, SELECTORS, "selectors")
     schedule = list(schedule or [0.02, 0.08, 0.1])
     budgets = list(budgets or [0.1, 0.2, 0.3, 0.4, 0.5])
-    seeds = list(seeds if seeds is not None else [0])
-    if unknown := [m for m in methods if m not in METHODS]:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    if unknown := [s for s in selectors if s not in SELECTORS]:
-        raise ValueError(f"unknown selectors {unknown}; choose from {list(SELECTORS)}")
-    for config in (proxy_config, target_config):
-        if not Path(config).is_file():
-            raise FileNotFoundError(f"training config {config} does not exist (paths are relative to {Path.cwd()})")
+    seeds = seeds_or_default(seeds)
+    # the pool: the target's training subset under data_args; runs on a labelled set keep the pool's class
+    # restriction (and its label mapping), not its sampling rule
     data = flat(data_args)
-    pool, dataset_size, fingerprint = read_pool(target_config, {**data, **flat(target_args)})
-    # runs on a labelled set keep the pool's class restriction (and its label mapping), not its sampling rule
-    kept = {"data.subset.classes", "data.subset.seed"}
+    kept = {"data.subset.classes", "data.subset.other_classes", "data.subset.seed"}
     run_data = {k: v for k, v in data.items() if not k.startswith("data.subset.") or k in kept}
-    configs = {
-        "proxy": (proxy_config, {**run_data, **flat(proxy_args)}),
-        "target": (target_config, {**run_data, **flat(target_args)}),
-    }
+    proxy, target = proxy_and_target(proxy_config, target_config, proxy_args, target_args, run_data)
+    trainings = {"proxy": proxy, "target": target}
+    pool, dataset_size, fingerprint = read_pool(Training(target_config, {**data, **flat(target_args)}, "data_args"))
     budget_sizes = {b: as_size(b, len(pool), "budget") for b in budgets}
     sizes = labelled_sizes(len(pool), schedule, max(budget_sizes.values()))
     if missing := [b for b, s in budget_sizes.items() if s not in sizes]:
         raise ValueError(f"budgets {missing} are not labelled-set sizes the schedule {schedule} reaches: {sizes}")
-    _, target_overrides = configs["target"]
     out = Path(output)
     rows = []
     for seed in seeds:
@@ -311,17 +291,16 @@ def active(
         loops += [(m, s) for s in selectors for m in methods if m != "random"]
         for method, selector in loops:
             name = method if selector is None else f"{selector}_{method}"
-            config, overrides = configs[selector or "target"]
             identity = {"pool_size": len(pool), "dataset_size": dataset_size, "fingerprint": fingerprint}
             identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
-            loop = Loop(out / f"seed{seed}" / name, method, selector, config, overrides, pool, sizes, seed, identity)
+            training = trainings[selector or "target"]
+            loop = Loop(out / f"seed{seed}" / name, method, selector, training, pool, sizes, seed, identity)
             loop.run()
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training
                 result = train(
                     loop.run_folder("target", size),
-                    target_config,
-                    {**target_overrides, "data.subset.indices": str(loop.labelled_file(size))},
+                    trainings["target"].with_overrides({"data.subset.indices": str(loop.labelled_file(size))}),
                     [],
                     seed,
                     role="target",
@@ -344,7 +323,6 @@ def active(
 
 def report(out: Path, results: pd.DataFrame) -> pd.DataFrame:
     """Write results.csv, summary.csv/.txt (mean and std over seeds, selection speed-ups) and active.png."""
-    results.to_csv(out / "results.csv", index=False)
     summary = (
         results.groupby(["selector", "method", "budget", "labelled"], sort=False)
         .agg(
@@ -363,13 +341,13 @@ def report(out: Path, results: pd.DataFrame) -> pd.DataFrame:
         by_target.get(k, np.nan) / s if sel == "proxy" and s > 0 else np.nan
         for k, s, sel in zip(key, summary.selection_seconds, summary.selector, strict=True)
     ]
-    summary.to_csv(out / "summary.csv", index=False)
-    text = ["Active learning via proxy: target top-1 validation error (mean and std over seeds)", ""]
-    text.append(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    (out / "summary.txt").write_text("\n".join(text) + "\n")
-    plot_errors(summary, out / "active.png")
-    write_json(out / "done.json", {"trainings": len(results)})
-    print("\n".join(text))
+    write_report(
+        out,
+        "Active learning via proxy: target top-1 validation error (mean and std over seeds)",
+        results,
+        summary,
+        [lambda: plot_errors(summary, out / "active.png")],
+    )
     return summary
 
 
@@ -383,9 +361,3 @@ def plot_errors(summary: pd.DataFrame, path: Path) -> None:
             style["linestyle"] = ":"
         curves.append((label, group.labelled, group, style))
     plot_error_curves(curves, path, "labelled examples", "Active learning via proxy")
-
-
-def main(argv: list[str]) -> pd.DataFrame:
-    from jsonargparse import CLI
-
-    return CLI(active, args=argv, as_positional=False)

@@ -5,16 +5,18 @@ lightning-proxy compare-rankings runs/a/forgetting.npz runs/b/forgetting.npz ...
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lightning_proxy.selection.ranking import Ranking, load_ranking
+from lightning_proxy.experiments.plots import new_figure
+from lightning_proxy.files import save_figure, write_csv
+from lightning_proxy.selection.ranking import Ranking, aggregate_rankings, load_ranking, save_ranking
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
@@ -55,17 +57,13 @@ def compare_rankings(rankings: Sequence[Ranking], names: Sequence[str], top: flo
 
 def plot_heatmap(table: pd.DataFrame, names: Sequence[str], path: str | Path, value: str = "spearman") -> Path:
     """A symmetric heatmap of ``value`` between every pair, as SVP's Figure 3."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     index = {n: i for i, n in enumerate(names)}
     matrix = np.eye(len(names))
     for row in table.itertuples():
         matrix[index[row.a], index[row.b]] = matrix[index[row.b], index[row.a]] = getattr(row, value)
     size = 1.2 + 0.9 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig, axes = new_figure(1, 1, (size + 1.5, size))
+    ax = axes[0, 0]
     image = ax.imshow(matrix, vmin=-1 if matrix.min() < 0 else 0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
@@ -73,32 +71,42 @@ def plot_heatmap(table: pd.DataFrame, names: Sequence[str], path: str | Path, va
         ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w" if matrix[i, j] < 0.6 else "k")
     fig.colorbar(image, ax=ax, label=value)
     ax.set_title(f"{value} correlation between rankings")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))
 
 
-def main(argv: list[str]) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(
-        prog="lightning-proxy compare-rankings",
-        description="Spearman and Pearson correlations and top-k overlap between ranking files, and a heatmap.",
-    )
-    parser.add_argument("rankings", nargs="+", help="two or more ranking files (.npz) of one pool")
-    parser.add_argument("--names", nargs="+", help="labels for the heatmap (default: parent folder/statistic)")
-    parser.add_argument("--top", type=float, default=0.1, help="share of examples for the top-k overlap")
-    parser.add_argument("--output", "-o", default="ranking_comparison.png", help="heatmap PNG (a CSV goes beside)")
-    ns = parser.parse_args(argv)
-    if len(ns.rankings) < 2:
-        parser.error("compare-rankings needs at least two ranking files")
-    names = ns.names or [f"{Path(p).parent.name}/{Path(p).stem}" for p in ns.rankings]
-    if len(names) != len(ns.rankings) or len(set(names)) != len(names):
-        parser.error("--names needs one distinct name per ranking file")
-    table = compare_rankings([load_ranking(p) for p in ns.rankings], names, ns.top)
-    png = plot_heatmap(table, names, ns.output)
-    table.to_csv(png.with_suffix(".csv"), index=False)
+def compare(
+    rankings: list[str], names: list[str] | None = None, top: float = 0.1, output: str = "ranking_comparison.png"
+) -> pd.DataFrame:
+    """Spearman and Pearson correlations and top-k overlap between ranking files of one pool, and a heatmap.
+
+    Args:
+        rankings: two or more ranking files (``.npz``) of one pool.
+        names: labels for the heatmap (default: parent folder/statistic).
+        top: share of examples for the top-k overlap.
+        output: the heatmap PNG; the table goes beside it as CSV.
+    """
+    if len(rankings) < 2:
+        raise ValueError("compare-rankings needs at least two ranking files")
+    names = names or [f"{Path(p).parent.name}/{Path(p).stem}" for p in rankings]
+    if len(names) != len(rankings) or len(set(names)) != len(names):
+        raise ValueError("--names needs one distinct name per ranking file")
+    table = compare_rankings([load_ranking(p) for p in rankings], names, top)
+    png = plot_heatmap(table, names, output)
+    write_csv(png.with_suffix(".csv"), table)
     print(table.to_string(index=False, float_format="%.3f"))
     print(f"heatmap: {png}, table: {png.with_suffix('.csv')}")
     return table
+
+
+def aggregate(rankings: list[str], output: str, how: Literal["mean", "sum"] = "mean") -> Path:
+    """Aggregate the rankings of several runs (seeds) of one proxy into one ranking file.
+
+    Args:
+        rankings: ranking files (``.npz``) of one statistic on one pool.
+        output: the ranking file to write (``.npz``).
+        how: how the scores combine.
+    """
+    ranking = aggregate_rankings([load_ranking(p) for p in rankings], how=how)
+    path = save_ranking(output, ranking)
+    print(f"{path}: {ranking.metadata['statistic']}, {how} of {len(rankings)} runs")
+    return path

@@ -3,8 +3,8 @@
 For every seed: train the proxy on the whole pool with the per-example callbacks; turn its forgetting
 events, entropy (or any statistic it wrote) and greedy k-centers on its embeddings into subsets of each
 size; train the target on every subset, on a random subset of the same size, and on everything (whose own
-rankings are the oracle). Every training is a ``lightning-proxy fit`` run in its own folder, skipped when
-its result exists, so a killed experiment resumes at the first unfinished training.
+rankings are the oracle). Every training is a :class:`~lightning_proxy.training.Training` run in its own
+folder, skipped when its result exists, so a killed experiment resumes at the first unfinished training.
 
     lightning-proxy coreset --config configs/coreset_digits.yaml
 """
@@ -21,7 +21,7 @@ import pandas as pd
 
 from lightning_proxy.experiments.compare import compare_pair, compare_rankings, plot_heatmap
 from lightning_proxy.experiments.plots import plot_error_curves
-from lightning_proxy.experiments.runs import train, write_json
+from lightning_proxy.experiments.runs import check_choices, proxy_and_target, seeds_or_default, train, write_report
 from lightning_proxy.selection.ranking import Ranking, load_ranking, save_ranking
 
 SCORE_STATISTICS = ("loss", "entropy", "least_confidence", "margin")
@@ -91,7 +91,8 @@ def coreset(
         target_config: training config of the target.
         output: folder of the runs and the results (``results.csv``, ``summary.csv``, ``summary.txt``,
             ``coreset.png``, ``ranking_correlation.png``).
-        proxy_args: command-line overrides of the proxy's config, e.g. ``{"model.arch": "preact_resnet8"}``.
+        proxy_args: overrides of the proxy's config, by the fit command's keys without dashes, e.g.
+            ``{"model.arch": "preact_resnet8", "trainer.max_epochs": 5}``.
         target_args: overrides of the target's config.
         data_args: overrides applied to both, e.g. ``{"data.root": "/data/cifar"}``.
         methods: ``random``, ``kcenters`` or a statistic the callbacks write (``forgetting``, ``entropy``,
@@ -102,43 +103,26 @@ def coreset(
         oracle: also train the target on subsets chosen by its own rankings (from its run on everything;
             those rankings are compared with the proxy's in any case).
     """
-    methods = list(methods or ["forgetting", "entropy", "kcenters", "random"])
+    methods = check_choices(methods or ["forgetting", "entropy", "kcenters", "random"], KNOWN_METHODS, "methods")
     fractions = sorted(fractions or [0.3, 0.5, 0.7, 0.9])
-    seeds = list(seeds if seeds is not None else [0])
-    unknown = [m for m in methods if m not in KNOWN_METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(KNOWN_METHODS)}")
-    bad = [f for f in fractions if not 0 < f <= 1]
-    if bad:
+    if bad := [f for f in fractions if not 0 < f <= 1]:
         raise ValueError(f"fractions must lie in (0, 1], got {bad}")
-    for config in (proxy_config, target_config):
-        if not Path(config).is_file():
-            raise FileNotFoundError(f"training config {config} does not exist (paths are relative to {Path.cwd()})")
+    proxy_training, target_training = proxy_and_target(proxy_config, target_config, proxy_args, target_args, data_args)
     out = Path(output)
     statistics = {m for m in methods if m not in ("random", "kcenters")}
-    proxy_overrides = {**(data_args or {}), **(proxy_args or {})}
-    target_overrides = {**(data_args or {}), **(target_args or {})}
     rows, correlations = [], []
+    seeds = seeds_or_default(seeds)
     for seed in seeds:
         base = out / f"seed{seed}"
         proxy_dir = base / "proxy"
-        proxy = train(
-            proxy_dir,
-            proxy_config,
-            proxy_overrides,
-            callbacks_for(statistics, "kcenters" in methods),
-            seed,
-            role="proxy",
-        )
+        proxy = train(proxy_dir, proxy_training, callbacks_for(statistics, "kcenters" in methods), seed, role="proxy")
         rankings = {m: proxy_dir / f"{m}.npz" for m in statistics}
         selection_seconds = {m: 0.0 for m in methods}
         if "kcenters" in methods:
             rankings["kcenters"] = k_centers_ranking(proxy_dir, max(fractions), seed)
             selection_seconds["kcenters"] = float(load_ranking(rankings["kcenters"]).metadata["seconds"])
         # the target on everything: the baseline, and its own rankings (for the correlations and the oracle)
-        full = train(
-            base / "full", target_config, target_overrides, callbacks_for(statistics, False), seed, role="full"
-        )
+        full = train(base / "full", target_training, callbacks_for(statistics, False), seed, role="full")
         rows.append(
             {"seed": seed, "method": "full", "fraction": 1.0, **_row(full), "end_to_end_seconds": full["seconds"]}
         )
@@ -152,9 +136,7 @@ def coreset(
                         "data.subset.keep": keep_for(rankings[method]),
                     }
                 folder = base / method / f"{fraction:g}"
-                result = train(
-                    folder, target_config, {**target_overrides, **subset}, [], seed, role=method, fraction=fraction
-                )
+                result = train(folder, target_training.with_overrides(subset), [], seed, role=method, fraction=fraction)
                 uses_proxy = method in statistics or method == "kcenters"
                 overhead = proxy["seconds"] + selection_seconds.get(method, 0.0) if uses_proxy else 0.0
                 if method.startswith("oracle_"):
@@ -187,7 +169,6 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
 
 def report(out: Path, results: pd.DataFrame, correlations: pd.DataFrame) -> pd.DataFrame:
     """Write results.csv (every training), summary.csv/.txt (mean and std over seeds) and the figures."""
-    results.to_csv(out / "results.csv", index=False)
     full_seconds = results.loc[results.method == "full", "seconds"].mean()
     summary = (
         results.groupby(["method", "fraction"], sort=False)
@@ -202,20 +183,15 @@ def report(out: Path, results: pd.DataFrame, correlations: pd.DataFrame) -> pd.D
         .reset_index()
     )
     summary["speedup"] = full_seconds / summary["end_to_end_seconds"]
-    summary.to_csv(out / "summary.csv", index=False)
-    text = ["Core-set selection via proxy: target top-1 validation error (mean and std over seeds)", ""]
-    text.append(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if len(correlations):
-        correlations.to_csv(out / "ranking_correlation.csv", index=False)
-        text += [
-            "",
-            "Proxy vs target rankings of the same statistic:",
-            correlations.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
-        ]
-    (out / "summary.txt").write_text("\n".join(text) + "\n")
-    plot_errors(summary, out / "coreset.png")
-    write_json(out / "done.json", {"trainings": len(results)})
-    print("\n".join(text))
+    extra = [("Proxy vs target rankings of the same statistic:", "ranking_correlation.csv", correlations)]
+    write_report(
+        out,
+        "Core-set selection via proxy: target top-1 validation error (mean and std over seeds)",
+        results,
+        summary,
+        [lambda: plot_errors(summary, out / "coreset.png")],
+        extra if len(correlations) else [],
+    )
     return summary
 
 
@@ -233,9 +209,3 @@ def plot_errors(summary: pd.DataFrame, path: Path) -> None:
     full = summary[summary.method == "full"]
     reference = ("full data", full.error_mean.iloc[0]) if len(full) else None
     plot_error_curves(curves, path, "subset size (% of the training pool)", "Core-set selection via proxy", reference)
-
-
-def main(argv: list[str]) -> pd.DataFrame:
-    from jsonargparse import CLI
-
-    return CLI(coreset, args=argv, as_positional=False)

@@ -1,4 +1,4 @@
-"""Error curves of the experiments (SVP Figures 2 and 6 style), written as PNG without a display."""
+"""Figures of the experiments, drawn on matplotlib's Agg canvas outside pyplot and written as PNG."""
 
 from __future__ import annotations
 
@@ -6,7 +6,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from lightning_proxy.files import save_figure
+
+
+def new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, np.ndarray]:
+    """A figure on the Agg canvas, outside pyplot: no display, no global backend switch, nothing to leak."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def plot_error_curves(
@@ -15,14 +28,10 @@ def plot_error_curves(
     xlabel: str,
     title: str,
     reference: tuple[str, float] | None = None,
-) -> None:
-    """One error-bar line per ``(label, x, group with error_mean/error_std, style)``; errors in %."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+) -> Path:
+    """One error-bar line per ``(label, x, group with error_mean/error_std, style)``; errors in % (SVP Figures 2, 6)."""
+    fig, axes = new_figure(1, 1, (6.4, 4.4))
+    ax = axes[0, 0]
     for label, x, group, style in curves:
         yerr = 100 * group.error_std.fillna(0)
         ax.errorbar(x, 100 * group.error_mean, yerr=yerr, label=label, capsize=3, **style)
@@ -33,6 +42,4 @@ def plot_error_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path)

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_proxy.files import write_atomically
+from lightning_proxy.experiments.plots import new_figure
+from lightning_proxy.files import save_figure, write_csv, write_text
 
 REQUIRED = ("dataset", "strategy", "config", "accuracy", "seconds")
 METRICS = ("r2", "spearman_good", "cost_adjusted_r2")
@@ -389,23 +390,6 @@ def table2(quality: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------------------------- figures
 
 
-def _new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, np.ndarray]:
-    """A figure on the Agg canvas, outside pyplot: no display, no global backend switch, nothing to leak."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=False)
-
-
-def _save_figure(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
-    fig.clear()
-    return path
-
-
 def _family_color(family: str, index: int) -> str:
     return FAMILY_COLORS.get(family, f"C{index % 10}")
 
@@ -425,7 +409,7 @@ def plot_proxy_vs_target(
     datasets = sorted(matched.dataset.unique())
     cols = min(2, len(strategies))
     rows = -(-len(strategies) // cols)
-    fig, axes = _new_figure(rows, cols, (4.2 * cols, 3.8 * rows))
+    fig, axes = new_figure(rows, cols, (4.2 * cols, 3.8 * rows))
     for ax, strategy in zip(axes.flat, strategies, strict=False):
         g = matched[matched.strategy == strategy]
         for i, dataset in enumerate(datasets):
@@ -443,12 +427,12 @@ def plot_proxy_vs_target(
     for ax in axes.flat[len(strategies) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_quality_vs_cost(quality: pd.DataFrame, path: str | Path) -> Path:
     """Figure 2: r2 and spearman_good against relative cost by family; the cubic fit on the r2 panel."""
-    fig, axes = _new_figure(1, 2, (11, 4.4))
+    fig, axes = new_figure(1, 2, (11, 4.4))
     families = list(dict.fromkeys(quality.family))
     for ax, metric in zip(axes[0], ("r2", "spearman_good"), strict=True):
         for i, family in enumerate(families):
@@ -478,12 +462,12 @@ def plot_quality_vs_cost(quality: pd.DataFrame, path: str | Path) -> Path:
     axes[0, 0].set_title("r² of target on proxy accuracy")
     axes[0, 1].set_title("Spearman over good configurations")
     axes[0, 0].legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_split_half(split_df: pd.DataFrame, path: str | Path) -> Path:
     """Figure 3: each metric on one half against the other half, per split, with their correlation."""
-    fig, axes = _new_figure(len(METRICS), len(SPLITS), (4.2 * len(SPLITS), 3.4 * len(METRICS)))
+    fig, axes = new_figure(len(METRICS), len(SPLITS), (4.2 * len(SPLITS), 3.4 * len(METRICS)))
     correlation = split_half_correlation(split_df).set_index(["split", "metric"]).correlation
     for r, metric in enumerate(METRICS):
         for c, split in enumerate(SPLITS):
@@ -506,12 +490,12 @@ def plot_split_half(split_df: pd.DataFrame, path: str | Path) -> Path:
             ax.set_xlabel(str(g.half_a_name.iloc[0]))
             ax.set_ylabel(str(g.half_b_name.iloc[0]))
             ax.grid(alpha=0.3)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_epoch_agreement(agreement: pd.DataFrame, path: str | Path) -> Path:
     """Figure 4: probability that the leader after epoch k is the leader at the end."""
-    fig, axes = _new_figure(1, 1, (6, 4))
+    fig, axes = new_figure(1, 1, (6, 4))
     ax = axes[0, 0]
     from matplotlib.ticker import MaxNLocator
 
@@ -524,19 +508,10 @@ def plot_epoch_agreement(agreement: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("Intermediate vs final accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------- report
-
-
-def _write_text(path: Path, text: str) -> None:
-    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """A table as CSV, atomically."""
-    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def report(
@@ -556,7 +531,7 @@ def report(
     quality = proxy_quality(results, good_quantile, target=target)
     write_csv(out / "quality.csv", quality)
     write_csv(out / "quality_by_dataset.csv", proxy_quality(results, good_quantile, by_dataset=True, target=target))
-    _write_text(out / "table2.md", table2(quality))
+    write_text(out / "table2.md", table2(quality))
     write_csv(out / "table2.csv", quality[list(TABLE2)])
     split = split_half(results, good_quantile, target=target)
     needs = {"dataset": "two datasets", "grid": "configs of model.lr and of other hyperparameters"}

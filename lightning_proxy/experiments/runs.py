@@ -1,37 +1,74 @@
-"""Training runs that an experiment composes: one ``lightning-proxy fit`` each, resumable by its result file.
+"""Training runs that an experiment composes, and what the experiments share around them.
 
-A run is a training config plus command-line overrides, trained in its own folder (the log dir, so the
-callbacks' ranking files land there too). When it finishes, ``result.json`` is written atomically; an
-experiment started again skips every run that has one, so a killed experiment picks up at the first
-unfinished training and never loses a finished one.
+A run is a :class:`~lightning_proxy.training.Training` (a fit config plus overrides) trained in its own
+folder (the log dir, so the callbacks' ranking files land there too, beside the resolved ``config.yaml``).
+When it finishes, ``result.json`` is written atomically; an experiment started again skips every run that
+has one, so a killed experiment picks up at the first unfinished training and never loses a finished one.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning_proxy.files import write_atomically
+from lightning_proxy.files import write_csv, write_json, write_text
+
+if TYPE_CHECKING:  # the training layer imports Lightning: only when a run really trains
+    from lightning_proxy.training import Training
 
 RESULT = "result.json"
+CONFIG = "config.yaml"
 
 
-def as_cli_args(overrides: Mapping[str, Any] | None) -> list[str]:
-    """``{"model.arch": "x", "trainer.max_epochs": 5}`` -> ``["--model.arch", "x", "--trainer.max_epochs", "5"]``."""
-    args: list[str] = []
+# --- checks shared by the experiments ----------------------------------------------------------------------
+def check_choices(values: Sequence[str], known: Sequence[str], what: str) -> list[str]:
+    """``values`` when every one is in ``known``; else one clear error naming the unknown ones."""
+    if unknown := [v for v in values if v not in known]:
+        raise ValueError(f"unknown {what} {unknown}; choose from {list(known)}")
+    return list(values)
+
+
+def seeds_or_default(seeds: Sequence[int] | None) -> list[int]:
+    return list(seeds) if seeds is not None else [0]
+
+
+def flat(overrides: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested overrides as dotted keys: ``{"data.subset": {"fraction": 0.5}}`` -> ``{"data.subset.fraction": 0.5}``."""
+    out: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        args += [f"--{key.removeprefix('--')}", text]
-    return args
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and "class_path" not in value:
+            out |= flat(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomically: a crash leaves the old file or the new one, never half of one."""
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=str)))
+def proxy_and_target(
+    proxy_config: str,
+    target_config: str,
+    proxy_args: Mapping[str, Any] | None,
+    target_args: Mapping[str, Any] | None,
+    data_args: Mapping[str, Any] | None,
+) -> tuple[Training, Training]:
+    """The proxy's and the target's trainings (``data_args`` under both), validated before anything trains."""
+    from lightning_proxy.training import Training
+
+    data = flat(data_args)
+    proxy = Training(proxy_config, {**data, **flat(proxy_args)}, "proxy_args (with data_args)")
+    target = Training(target_config, {**data, **flat(target_args)}, "target_args (with data_args)")
+    for training in (proxy, target):
+        training.resolved  # noqa: B018 (parse now: a bad key fails here, not after the proxy trained)
+    return proxy, target
+
+
+# --- one training --------------------------------------------------------------------------------------------
+def read_result(folder: Path) -> dict[str, Any] | None:
+    path = folder / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _validation_history() -> Any:
@@ -49,20 +86,14 @@ def _validation_history() -> Any:
     return ValidationHistory()
 
 
-def read_result(folder: Path) -> dict[str, Any] | None:
-    path = folder / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def train(
     folder: Path,
-    config: str,
-    overrides: Mapping[str, Any] | None = None,
+    training: Training,
     callbacks: list[dict[str, Any]] | None = None,
     seed: int = 0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Fit ``config`` with ``overrides`` in ``folder`` (skipped when its result exists); return the result.
+    """Fit ``training`` in ``folder`` (skipped when its result exists); return the result.
 
     ``callbacks`` replaces the config's ``trainer.callbacks`` (``class_path``/``init_args`` dicts). The
     result holds the final validation accuracy and loss, the best validation accuracy at any epoch and
@@ -71,34 +102,27 @@ def train(
     done = read_result(folder)
     if done is not None:
         return done
-    from lightning_proxy.cli import cli  # the CLI imports Lightning: only when a run really trains
-
     logger = {
         "class_path": "lightning.pytorch.loggers.CSVLogger",
         "init_args": {"save_dir": str(folder), "name": "", "version": ""},
     }
-    args = ["--config", config, *as_cli_args(overrides)]
-    args += [
-        "--seed_everything",
-        str(seed),
-        "--trainer.default_root_dir",
-        str(folder),
-        "--trainer.logger",
-        json.dumps(logger),
-    ]
-    if callbacks is not None:
-        args += ["--trainer.callbacks", json.dumps(callbacks)]
-    with warnings.catch_warnings():  # args given in Python, not on the command line: as intended here
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
-        run = cli(args, run=False)
+    run = training.with_overrides(
+        {
+            "seed_everything": seed,
+            "trainer.default_root_dir": str(folder),
+            "trainer.logger": logger,
+            **({"trainer.callbacks": callbacks} if callbacks is not None else {}),
+        }
+    )
+    trainer, model, datamodule = run.instantiate()
     history = _validation_history()
-    run.trainer.callbacks.append(history)
+    trainer.callbacks.append(history)
     start = time.perf_counter()
-    run.trainer.fit(run.model, run.datamodule)
+    trainer.fit(model, datamodule)
     seconds = time.perf_counter() - start
-    if run.trainer.interrupted:
+    if trainer.interrupted:
         raise KeyboardInterrupt(f"training in {folder} was interrupted; start the experiment again to resume")
-    metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     result = {
         "val_acc": metrics.get("val/acc"),
         "val_error": None if metrics.get("val/acc") is None else 1.0 - metrics["val/acc"],
@@ -106,10 +130,34 @@ def train(
         "best_val_acc": max(history.accuracies, default=metrics.get("val/acc")),
         "epoch_val_acc": history.accuracies,
         "seconds": seconds,
-        "train_examples": len(run.datamodule.train_indices),
-        "pool_size": run.datamodule.pool_size,
+        "train_examples": len(datamodule.train_indices),
+        "pool_size": datamodule.pool_size,
         "seed": seed,
         **extra,
     }
+    write_text(folder / CONFIG, run.dump())
     write_json(folder / RESULT, result)
     return result
+
+
+# --- the report ------------------------------------------------------------------------------------------------
+def write_report(
+    out: Path,
+    title: str,
+    results: Any,
+    summary: Any,
+    figures: Iterable[Callable[[], Any]] = (),
+    extra: Iterable[tuple[str, str, Any]] = (),
+) -> None:
+    """``results.csv``, ``summary.csv`` and ``summary.txt`` (``title``, the summary, then each ``extra``
+    ``(heading, csv name, frame)``, whose frame also goes to its CSV), written atomically; then the figures."""
+    write_csv(out / "results.csv", results)
+    write_csv(out / "summary.csv", summary)
+    text = [title, "", summary.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    for heading, name, frame in extra:
+        write_csv(out / name, frame)
+        text += ["", heading, frame.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    write_text(out / "summary.txt", "\n".join(text) + "\n")
+    for draw in figures:
+        draw()
+    print("\n".join(text))

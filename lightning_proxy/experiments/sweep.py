@@ -37,14 +37,18 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from lightning_proxy.experiments.runs import as_cli_args, train
+from lightning_proxy.experiments.runs import train
+from lightning_proxy.files import write_csv
+
+if TYPE_CHECKING:  # the training layer imports Lightning: only when a run really trains
+    from lightning_proxy.training import Training
 
 FAMILIES = ("random", "half_classes", "other_half_classes", "easiest", "hardest", "epochs")
 RESULT_COLUMNS = [
@@ -81,6 +85,11 @@ class Dataset:
     name: str
     config: str
     args: dict[str, Any]
+
+    def training(self, overrides: dict[str, Any] | None = None) -> Training:
+        from lightning_proxy.training import Training
+
+        return Training(self.config, {**self.args, **(overrides or {})}, f"datasets.{self.name} (with args)")
 
 
 def _size_text(value: float) -> str:
@@ -410,10 +419,7 @@ def _datasets(datasets: dict[str, str | dict[str, Any]], args: dict[str, Any] | 
 
 def _num_classes(dataset: Dataset) -> int:
     """The dataset's class count, from the datamodule the training config builds (no data is read)."""
-    from lightning_proxy.cli import cli
-
-    run = cli(["--config", dataset.config, *as_cli_args(dataset.args), "--trainer.logger", "false"], run=False)
-    return int(run.datamodule.num_base_classes)
+    return int(dataset.training().datamodule().num_base_classes)
 
 
 def loss_ranking(dataset: Dataset, folder: Path, seed: int) -> Path:
@@ -423,7 +429,7 @@ def loss_ranking(dataset: Dataset, folder: Path, seed: int) -> Path:
         "init_args": {"statistics": ["loss"], "embeddings": False},
     }
     with _locked(folder / ".lock"):  # one worker trains it; the others wait and read its result
-        train(folder, dataset.config, dataset.args, callbacks=[scores], seed=seed)
+        train(folder, dataset.training(), callbacks=[scores], seed=seed)
     path = folder / "loss.npz"
     if not path.is_file():
         raise FileNotFoundError(f"the ranking run in {folder} finished without writing loss.npz; delete the folder")
@@ -518,7 +524,6 @@ def sweep(
     results = collect_results(rdb, study)
     if report and len(results):
         from lightning_proxy.experiments.quality import report as quality_report
-        from lightning_proxy.experiments.quality import write_csv
 
         write_csv(out / "results.csv", results)
         quality_report(results, out)
@@ -541,8 +546,8 @@ def _run_config(
     changes = overrides if overrides is not None else configs[name]
     where = out / dataset.name / strategy.name / _slug(folder or name)
     one_process = {"trainer.devices": 1, "trainer.num_nodes": 1}  # parallelism is one worker per device
-    run = {**base, **changes, **one_process}
-    return train(where, dataset.config, run, seed=seed, configuration=name, strategy=strategy.name)
+    run = dataset.training({**base, **changes, **one_process})
+    return train(where, run, seed=seed, configuration=name, strategy=strategy.name)
 
 
 def _hyperparameter(changes: dict[str, Any]) -> str:
@@ -586,45 +591,41 @@ def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def main(argv: list[str]) -> pd.DataFrame:
-    from jsonargparse import CLI
+def sweep_report(
+    storage: str | None = None,
+    results: str | None = None,
+    study: str | None = None,
+    output: str | None = None,
+    good_quantile: float = 0.5,
+) -> pd.DataFrame:
+    """Proxy-quality report (000 paper Table 2, Figures 1-4) of a sweep's storage or of a results table.
 
-    return CLI(sweep, args=argv, as_positional=False)
-
-
-def report_command(argv: list[str]) -> pd.DataFrame:
-    """``lightning-proxy report --storage URL | --results results.csv [--output DIR]``: the proxy-quality report."""
-    import argparse
-
+    Args:
+        storage: the sweep's Optuna storage URL (``sqlite:///.../sweep.db``).
+        results: a results table instead (CSV: dataset, strategy, config, accuracy, seconds).
+        study: only studies named ``<study>/...`` (default: every sweep study).
+        output: folder of the report (default: beside the storage or the table).
+        good_quantile: good configurations have a proxy accuracy at or above this quantile.
+    """
     from lightning_proxy.experiments.quality import report as quality_report
-    from lightning_proxy.experiments.quality import table2, write_csv
+    from lightning_proxy.experiments.quality import table2
 
-    parser = argparse.ArgumentParser(
-        prog="lightning-proxy report", description="Proxy-quality report (000 paper Table 2, Figures 1-4) of a sweep."
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--storage", help="the sweep's Optuna storage URL (sqlite:///.../sweep.db)")
-    source.add_argument("--results", help="a results table (CSV: dataset, strategy, config, accuracy, seconds)")
-    parser.add_argument("--study", default=None, help="only studies named <study>/... (default: every sweep study)")
-    parser.add_argument("--output", default=None, help="folder of the report (default: beside the storage or table)")
-    parser.add_argument(
-        "--good-quantile", type=float, default=0.5, help="good configs: proxy accuracy >= this quantile"
-    )
-    ns = parser.parse_args(argv)
-    if ns.results is not None:
-        if not Path(ns.results).is_file():
-            parser.error(f"--results {ns.results} does not exist")
-        results, out = pd.read_csv(ns.results), Path(ns.output or Path(ns.results).parent)
+    if (storage is None) == (results is None):
+        raise ValueError("give one of --storage (a sweep's database URL) or --results (a results CSV)")
+    if results is not None:
+        if not Path(results).is_file():
+            raise FileNotFoundError(f"--results {results} does not exist")
+        table, out = pd.read_csv(results), Path(output or Path(results).parent)
     else:
-        if ns.output is None and not ns.storage.startswith("sqlite:///"):
-            parser.error("give --output for a storage that is not a SQLite file")
-        out = Path(ns.output or Path(ns.storage.removeprefix("sqlite:///")).parent)
-        results = collect_results(ns.storage, ns.study)
-        if results.empty:
-            where = f" under study {ns.study}" if ns.study else ""
-            raise SystemExit(f"no completed sweep trials in {ns.storage}{where}")
+        if output is None and not storage.startswith("sqlite:///"):
+            raise ValueError("give --output for a storage that is not a SQLite file")
+        out = Path(output or Path(storage.removeprefix("sqlite:///")).parent)
+        table = collect_results(storage, study)
+        if table.empty:
+            where = f" under study {study}" if study else ""
+            raise SystemExit(f"no completed sweep trials in {storage}{where}")
         out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "results.csv", results)
-    quality = quality_report(results, out, good_quantile=ns.good_quantile)
+        write_csv(out / "results.csv", table)
+    quality = quality_report(table, out, good_quantile=good_quantile)
     print(table2(quality))
     return quality

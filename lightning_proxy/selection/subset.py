@@ -7,13 +7,14 @@ a shuffled loader or a DDP rank never changes which example an index names.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from lightning_proxy.selection.ranking import Ranking, load_ranking, pool_fingerprint
+from lightning_proxy.selection.ranking import load_ranking, pool_fingerprint
 
 
 @dataclass
@@ -52,6 +53,11 @@ class SubsetSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.ranking is not None and not isinstance(self.ranking, str | os.PathLike):
+            raise TypeError(
+                f"subset.ranking is the path of a ranking file (.npz), got {type(self.ranking).__name__}: "
+                "write a Ranking with lightning_proxy.selection.save_ranking and pass its path"
+            )
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"subset.fraction must be in (0, 1], got {self.fraction}")
         if self.count is not None and self.count < 1:
@@ -163,7 +169,7 @@ def select_subset(
             raise ValueError("subset.indices repeat an index")
         return np.sort(chosen[in_classes[chosen]])
     if spec.ranking is not None:
-        ranking = spec.ranking if isinstance(spec.ranking, Ranking) else load_ranking(spec.ranking)
+        ranking = load_ranking(spec.ranking)
         ranking.check_pool(n, pool_fingerprint(targets), where=dataset_name)
         ordered = ranking.indices if spec.keep == "highest" else ranking.indices[::-1]
     else:

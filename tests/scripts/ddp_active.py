@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import lightning_proxy.experiments.active as active_module
 
@@ -21,6 +20,8 @@ DDP = {
     "trainer.strategy": "ddp",
     "trainer.max_epochs": 1,
     "trainer.limit_val_batches": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.enable_checkpointing": False,
     "trainer.enable_progress_bar": False,
     "trainer.enable_model_summary": False,
 }
@@ -33,7 +34,6 @@ def record(out: Path, kind: str, values) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)  # two processes on a small CPU: more threads only make them contend
     out = Path(sys.argv[1])
     real_next_batch, real_train = active_module.next_batch, active_module.train
 
@@ -42,9 +42,9 @@ if __name__ == "__main__":
         record(out, "selected", batch)
         return batch
 
-    def train(folder, config, overrides, *args, **kwargs):
-        record(out, "trained_on", np.load(overrides["data.subset.indices"]))
-        return real_train(folder, config, overrides, *args, **kwargs)
+    def train(folder, training, *args, **kwargs):
+        record(out, "trained_on", np.load(training.overrides["data.subset.indices"]))
+        return real_train(folder, training, *args, **kwargs)
 
     active_module.next_batch, active_module.train = next_batch, train
     active_module.active(

@@ -1,0 +1,106 @@
+"""Two-process DDP fits on digits, run once for the tests that check what ranks see and what callbacks write.
+
+Run by the ``ddp_fits`` fixture (tests/conftest.py) as ``python ddp_fits.py OUT_DIR``; Lightning relaunches
+this script for rank 1, which makes the same fits.
+
+- ``OUT_DIR/subset``: a fit on a digits subset recording the pool indices each rank trains on per epoch
+  (tests/test_datamodule.py);
+- ``OUT_DIR/callbacks``: a fit with every per-example callback; the rankings, the weights and the raw
+  presentation counts (tests/test_callbacks.py).
+"""
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
+from lightning_proxy.datamodules import DigitsDataModule, SubsetSpec
+from lightning_proxy.module import ClassificationModule
+
+
+class RecordIndices(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append(outputs["indices"].cpu())
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        np.save(self.out / f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.npy", torch.cat(self.seen).numpy())
+
+
+class CountPresentations(L.Callback):
+    """Raw presentations of each example per epoch, summed over ranks: the sampler's padding repeats some."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.per_epoch = n, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.count = torch.zeros(self.n)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.count.index_add_(0, batch[2].cpu(), torch.ones(len(batch[2])))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.per_epoch.append(trainer.strategy.reduce(self.count, reduce_op="sum").numpy())
+
+
+def ddp_trainer(callbacks: list) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
+def subset_coverage(out: Path) -> None:
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=16, subset=SubsetSpec(fraction=0.3, seed=5, classes=7))
+    model = ClassificationModule(arch="preact_resnet8", num_classes=dm.num_classes, in_channels=1)
+    trainer = ddp_trainer([RecordIndices(out)])
+    trainer.fit(model, dm)
+    if trainer.is_global_zero:
+        np.save(out / "subset.npy", dm.train_indices)
+        np.save(out / "targets.npy", dm.targets)
+
+
+def callbacks(out: Path) -> None:
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=64)
+    model = ClassificationModule(arch="preact_resnet8", num_classes=10, in_channels=1, lr=0.05)
+    forgetting = ForgettingEvents(dirpath=str(out))
+    counter = CountPresentations(dm.pool_size)
+    trainer = ddp_trainer(
+        [
+            forgetting,
+            EL2N(dirpath=str(out)),
+            AreaUnderMargin(dirpath=str(out)),
+            PostTrainingScores(dirpath=str(out)),
+            counter,
+        ]
+    )
+    trainer.fit(model, dm)
+    if trainer.is_global_zero:
+        torch.save(model.state_dict(), out / "model.pt")
+        presentations = forgetting.state_dict()["presentations"].numpy()
+        np.savez(out / "presentations.npz", forgetting=presentations, raw=np.stack(counter.per_epoch))
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    for name, fit in (("subset", subset_coverage), ("callbacks", callbacks)):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        fit(out / name)
