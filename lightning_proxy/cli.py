@@ -40,11 +40,12 @@ def run_command(name: str, argv: Sequence[str]) -> Any:
     command = COMMANDS[name]
     module, function_name = command.target.split(":")
     function: Callable[..., Any] = getattr(importlib.import_module(module), function_name)
-    parser = ArgumentParser(prog=f"lightning-proxy {name}", description=function.__doc__)
+    summary = (function.__doc__ or command.description).split("\n\n")[0]  # the options carry the Args
+    parser = ArgumentParser(prog=f"lightning-proxy {name}", description=summary)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of this command's options")
     skip = set()
     if command.positional is not None:
-        parser.add_argument(command.positional, nargs="+", help=f"the {command.positional} (files)")
+        parser.add_argument(command.positional, nargs="+", help="ranking files (.npz) of one pool")
         skip.add(command.positional)
     parser.add_function_arguments(function, skip=skip, as_positional=False)
     config = parser.parse_args(list(argv))
