@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -221,18 +221,11 @@ class PostTrainingScores(ExampleStatistic):
         rows = torch.cat([r for _, r in self._rows])
 
         def fill(tmp: str | None) -> None:
-            def open_out(dim: int) -> np.memmap | None:
-                if tmp is None:
-                    return None
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-                out[:] = np.nan
-                return out
-
             if trainer.world_size == 1:
-                out = open_out(rows.shape[1])
+                out = _unscored_rows(tmp, n, rows.shape[1])
                 out[indices.numpy()] = rows.numpy()
             else:
-                out = self._gather(trainer, indices, rows, open_out)
+                out = self._gather(trainer, indices, rows, tmp, n)
             if out is not None:
                 out.flush()
 
@@ -244,12 +237,13 @@ class PostTrainingScores(ExampleStatistic):
         trainer.strategy.barrier("embeddings_written")
 
     def _gather(
-        self, trainer: L.Trainer, indices: torch.Tensor, rows: torch.Tensor, open_out: Callable[[int], Any]
+        self, trainer: L.Trainer, indices: torch.Tensor, rows: torch.Tensor, tmp: str | None, n: int
     ) -> np.memmap | None:
+        """Every rank's rows into rank zero's file ``tmp`` (``None`` on the other ranks), chunk by chunk."""
         device = trainer.strategy.root_device
         sizes = trainer.strategy.all_gather(torch.tensor([len(indices), rows.shape[1]], device=device))
         dim = int(sizes[:, 1].max())
-        out = open_out(dim)
+        out = None if tmp is None else _unscored_rows(tmp, n, dim)
         chunk = self.gather_rows
         for start in range(0, int(sizes[:, 0].max()), chunk):
             idx = torch.full((chunk,), -1, dtype=torch.int64)
@@ -263,6 +257,13 @@ class PostTrainingScores(ExampleStatistic):
                 keep = all_idx >= 0
                 out[all_idx[keep].numpy()] = all_rows[keep].numpy()
         return out
+
+
+def _unscored_rows(path: str, n: int, dim: int) -> np.memmap:
+    """An ``(n, dim)`` float32 ``.npy`` memory map at ``path``, every row NaN until scored."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    out[:] = np.nan
+    return out
 
 
 def _broadcast_buffers(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
