@@ -1,22 +1,28 @@
-"""Greedy k-centers: ``greedy_k_centers`` against the usual (selected + budget) x N distance-matrix baseline.
+"""Greedy k-centers on the CPU (or a GPU) against SVP's structure and a plain loop, idle or beside busy processes.
 
-Both run on the same inputs (random clustered data regenerated from the seed), each in a fresh subprocess of
-this script, so the peak memory of each is measured on its own: on CPU the peak resident memory
-(``getrusage`` max RSS, with the high-water mark reset after the inputs are made) minus the resident memory
-before the call; on CUDA ``torch.cuda.max_memory_allocated`` minus what was allocated before the call. The
-baseline is the SVP / DeepCore structure: a ``(selected + budget) x N`` float32 matrix, one row of distances
-appended per new center, a running minimum over the rows, argmax. It computes each row with the same float32
-distance formula as ``greedy_k_centers`` on that device (explicit ``((x - c) ** 2).sum(1)`` on CPU, the norm
-expansion on CUDA) and the same chunk size, so the two selections must be identical: the script checks it.
+Three implementations on the same embeddings, each in a fresh subprocess of this script (so each one's peak
+memory is its own: peak resident memory over what was resident before the call, or on CUDA
+``max_memory_allocated`` over what was allocated):
 
-    python benchmarks/kcenters.py                              # CPU: N=50,000, d=512, budget=5,000
-    python benchmarks/kcenters.py --separation 1               # weakly clustered data: little to prune
-    python benchmarks/kcenters.py --device cuda                # same size on the GPU
-    python benchmarks/kcenters.py --device cuda --n 1281167 --budget 128117 --skip-baseline   # ImageNet
-    python benchmarks/kcenters.py --device cuda --n 1281167 --budget 128117 --skip-baseline --dtype float16
+- ``greedy_k_centers``: the project's;
+- ``svp``: SVP's structure (``svp/common/selection/k_center_greedy.py``): a ``(start + budget) x pool``
+  float32 matrix, one new row per center filled by ``scipy.spatial.distance.cdist`` (float64 Euclidean
+  distances) over the columns not yet selected, a running minimum, argmax; single-threaded numpy/scipy;
+- ``plain``: one torch pass per center over every row, ``((x - c) ** 2).sum(1)`` and a running minimum: the
+  brute force, whose order the project's must match exactly.
 
-On CUDA it also prints the memory-bandwidth bound of the dense method, ``budget * N * d * bytes / bandwidth``
-(``--bandwidth-gbs``, default 3350 GB/s: H100 SXM HBM3).
+Inputs: ``gaussian`` (N(0, I) in d dimensions: every point about equally far from every other, nothing to
+prune) or ``clustered`` (``--clusters`` Gaussian means of std ``--separation`` with unit noise: classes), 10
+start points (the labelled set) by default. ``--busy K`` runs K CPU-bound processes of the script's own for
+the duration: a shared machine. Threads: each implementation runs with the process's defaults (torch's
+pool of one thread per core) unless ``--threads``.
+
+    python benchmarks/kcenters.py                                  # both data kinds, idle
+    python benchmarks/kcenters.py --busy 2                         # beside two busy processes
+    python benchmarks/kcenters.py --device cuda --n 1281167 --d 512 --budget 128117 --skip svp plain --dtype float16
+
+On CUDA it also measures the card's read bandwidth (a sum over the embeddings) and prints the dense method's
+bound, ``budget * N * d * bytes / bandwidth``.
 """
 
 from __future__ import annotations
@@ -33,86 +39,65 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from busy import busy
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+IMPLEMENTATIONS = ("greedy_k_centers", "svp", "plain")
 
 
-# --- the baseline -------------------------------------------------------------------------------------------
-def k_centers_reference(embeddings, budget: int, start=None, seed: int = 0, chunk_size: int | None = None):
-    """Farthest-first keeping the ``(selected + budget) x N`` distance matrix (as SVP / DeepCore do).
+# --- the two baselines --------------------------------------------------------------------------------------
+def svp_structure(x: np.ndarray, start: np.ndarray, budget: int) -> np.ndarray:
+    """Farthest-first as SVP's code is built: a (start + budget) x pool float32 matrix filled row by row by cdist."""
+    from scipy.spatial.distance import cdist
 
-    Same conventions as ``greedy_k_centers``: squared float32 distances, ties to the lowest index, with
-    ``start=None`` a seeded random first point that is returned first, ``start`` indices never returned.
-    """
-    x = torch.from_numpy(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
-    n, d = x.shape
-    if chunk_size is None:
-        chunk_size = max(1, (64 * 2**20 if x.is_cuda else 2**20) // (4 * d))
-        if x.is_cuda and x.dtype == torch.float32:
-            chunk_size = n
-    start = [] if start is None else [int(i) for i in start]
-    first = None
-    if not start:
-        first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
-    rows = distance_rows(x, chunk_size)
-    matrix = torch.full((len(start) + budget, n), -1.0, device=x.device)  # the (selected + budget) x N matrix
-    for r, i in enumerate(start):
-        rows(i, matrix[r])
-    mins = matrix[: len(start)].amin(dim=0) if start else torch.full((n,), float("inf"), device=x.device)
-    if start:
-        mins[torch.tensor(start, device=x.device)] = float("-inf")
-    order = []
+    pool = np.setdiff1d(np.arange(len(x)), start)
+    matrix = np.zeros((len(start) + budget, len(pool)), dtype=np.float32)
+    matrix[: len(start)] = cdist(x[start], x[pool])
+    nearest = matrix[: len(start)].min(axis=0)
+    open_columns = np.ones(len(pool), dtype=bool)
+    chosen = np.empty(budget, dtype=np.int64)
     for k in range(budget):
-        j = first if (k == 0 and first is not None) else int(torch.argmax(mins))
-        order.append(j)
-        row = matrix[len(start) + k]
-        rows(j, row)
-        torch.minimum(mins, row, out=mins)
-        mins[j] = float("-inf")
-    return torch.tensor(order, dtype=torch.int64)
+        j = int(np.argmax(nearest))
+        chosen[k] = pool[j]
+        nearest[j] = -1.0
+        open_columns[j] = False
+        row = len(start) + k
+        matrix[row, open_columns] = cdist(x[pool[j] : pool[j] + 1], x[pool[open_columns]])[0]
+        nearest = np.minimum(nearest, matrix[row])
+    return chosen
 
 
-def distance_rows(x: torch.Tensor, chunk: int):
-    """``fill(j, out)``: squared distances from row ``j`` to every row, written into ``out`` chunk by chunk."""
-    n, d = x.shape
-    work = torch.empty(min(chunk, n), d, device=x.device)  # reused float32 rows: no allocation per chunk
-    if x.is_cuda:  # the norm expansion, as greedy_k_centers does on CUDA
-        sqnorm = torch.cat([torch.linalg.vecdot(r.float(), r.float()) for r in x.split(chunk)])
-
-        def fill(j: int, out: torch.Tensor) -> None:
-            c = x[j].float()
-            for s in range(0, n, chunk):
-                rows = x[s : s + chunk]
-                rows = rows if rows.dtype == torch.float32 else work[: len(rows)].copy_(rows)
-                dist = torch.addmv(sqnorm[s : s + chunk], rows, c, alpha=-2.0).add_(sqnorm[j]).clamp_min_(0.0)
-                out[s : s + chunk] = dist
-
-        return fill
-
-    def fill(j: int, out: torch.Tensor) -> None:  # explicit ((x - c) ** 2).sum(1), as on CPU
-        c = x[j].float()
-        for s in range(0, n, chunk):
-            rows = x[s : s + chunk]
-            buf = work[: len(rows)]
-            torch.sub(rows if rows.dtype == torch.float32 else buf.copy_(rows), c, out=buf)
-            torch.sum(buf.pow_(2), dim=1, out=out[s : s + chunk])
-
-    return fill
+def plain_loop(x: torch.Tensor, start: torch.Tensor, budget: int) -> torch.Tensor:
+    """One pass over every row per center: the brute force (the same float32 formula as the project's exact one)."""
+    mind = torch.full((x.shape[0],), float("inf"), device=x.device)
+    for i in start.tolist():
+        torch.minimum(mind, ((x - x[i].float()) ** 2).sum(1), out=mind)
+    mind[start.to(x.device)] = float("-inf")
+    chosen = torch.empty(budget, dtype=torch.int64, device=x.device)
+    for k in range(budget):
+        j = torch.argmax(mind)
+        chosen[k] = j
+        torch.minimum(mind, ((x - x[j].float()) ** 2).sum(1), out=mind)
+        mind[j] = float("-inf")
+    return chosen.cpu()
 
 
 # --- inputs and measurement ---------------------------------------------------------------------------------
-def make_inputs(args) -> torch.Tensor:
-    """``n`` points around ``clusters`` Gaussian means (std ``separation``), unit within-cluster noise."""
+def make_inputs(args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embeddings (``args.data``) and the start points, regenerated from the seed in every subprocess."""
     device = torch.device(args.device)
     g = torch.Generator(device=device).manual_seed(args.seed)
-    means = torch.randn(args.clusters, args.d, generator=g, device=device) * args.separation
     x = torch.empty(args.n, args.d, dtype=DTYPES[args.dtype], device=device)
+    means = torch.randn(args.clusters, args.d, generator=g, device=device) * args.separation
     step = 8192  # made chunk by chunk: no transient copy of the whole matrix
     for s in range(0, args.n, step):
         m = min(step, args.n - s)
-        labels = torch.randint(args.clusters, (m,), generator=g, device=device)
-        x[s : s + m] = means[labels] + torch.randn(m, args.d, generator=g, device=device)
-    return x
+        noise = torch.randn(m, args.d, generator=g, device=device)
+        if args.data == "clustered":
+            noise += means[torch.randint(args.clusters, (m,), generator=g, device=device)]
+        x[s : s + m] = noise
+    start = torch.randperm(args.n, generator=torch.Generator().manual_seed(args.seed))[: args.start]
+    return x, start
 
 
 def rss_kib() -> tuple[int, int]:
@@ -143,11 +128,30 @@ def worker(args) -> None:
     """Run one implementation on freshly made inputs; write its selection and measurements."""
     from lightning_proxy.selection.kcenters import greedy_k_centers
 
-    impl = greedy_k_centers if args.worker == "greedy_k_centers" else k_centers_reference
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    x = make_inputs(args)
-    impl(x[:256], 8, seed=args.seed, chunk_size=args.chunk_size)  # load kernels, thread pools
+    x, start = make_inputs(args)
+    if args.worker == "svp":
+        xs = x.float().cpu().numpy()
+
+        def impl(rows, b):
+            return (
+                svp_structure(xs[rows], np.arange(args.start), b)
+                if rows is not None
+                else svp_structure(xs, start.numpy(), b)
+            )
+    elif args.worker == "plain":
+
+        def impl(rows, b):
+            return plain_loop(x[rows], torch.arange(args.start), b) if rows is not None else plain_loop(x, start, b)
+    else:
+
+        def impl(rows, b):
+            if rows is not None:
+                return greedy_k_centers(x[rows], b, start=torch.arange(args.start))
+            return greedy_k_centers(x, b, start=start)
+
+    impl(slice(0, 256), 8)  # load kernels, thread pools
     cuda = x.is_cuda
     if cuda:
         torch.cuda.synchronize()
@@ -159,7 +163,7 @@ def worker(args) -> None:
     if was_reset:
         rss_before, peak_before = rss_kib()
     wall, cpu = time.perf_counter(), time.process_time()
-    order = impl(x, args.budget, seed=args.seed, chunk_size=args.chunk_size)
+    order = impl(None, args.budget)
     if cuda:
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -168,103 +172,99 @@ def worker(args) -> None:
         "seconds": wall,
         "cpu_seconds": cpu,
         "peak_rss_extra_mib": (peak_after - (rss_before if was_reset else peak_before)) / 1024,
-        "peak_rss_reset": was_reset,
+        "threads": torch.get_num_threads(),
     }
     if cuda:
         result["peak_cuda_extra_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
-    np.save(Path(args.result).with_suffix(".npy"), order.numpy())
+        result["bandwidth_gbs"] = read_bandwidth(x)
+    np.save(Path(args.result).with_suffix(".npy"), np.asarray(order, dtype=np.int64))
     Path(args.result).write_text(json.dumps(result))
 
 
-def by_design_mib(impl: str, args) -> float:
-    """What each implementation allocates at its peak, counted from the code (the largest terms)."""
-    n, d, budget, cuda = args.n, args.d, args.budget, args.device.startswith("cuda")
-    chunk = args.chunk_size or max(1, (64 * 2**20 if cuda else 2**20) // (4 * d))
-    if cuda and args.chunk_size is None:  # half precision: torch.mm with float32 output, no upcast copy
-        chunk = n
-    chunk = min(chunk, n)
-    rows = chunk * d * 4 if not cuda else 0  # float32 working rows
-    if impl == "baseline":
-        total = budget * n * 4 + n * 4 + rows + (n * 4 if cuda else 0)
-    elif cuda:  # squared norms, min distances, matrix-vector output, order
-        total = 3 * n * 4 + rows + budget * 8
-    else:  # shifted centers and their bookkeeping, 4 length-N arrays, working rows
-        total = budget * (d * 4 + 8 + 4 + 8 + 4 + 8) + n * (4 + 4 + 4 + 1) + rows + chunk * 4
-    return total / 2**20
+def read_bandwidth(x: torch.Tensor, repeats: int = 5) -> float:
+    """The card's read bandwidth in GB/s, measured as the best of a few full sums over the embeddings."""
+    best = float("inf")
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.sum(x, dtype=torch.float32)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * x.element_size() / best / 1e9
 
 
 def run_in_subprocess(impl: str, args, workdir: str) -> tuple[dict, np.ndarray]:
-    result = os.path.join(workdir, f"{impl}.json")
+    result = os.path.join(workdir, f"{impl}-{args.data}.json")
     argv = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--result", result]
-    for key in ("n", "d", "budget", "seed", "clusters", "separation", "device", "dtype", "chunk_size", "threads"):
+    for key in ("n", "d", "budget", "start", "seed", "clusters", "separation", "device", "dtype", "threads", "data"):
         value = getattr(args, key)
         if value is not None:
             argv += [f"--{key.replace('_', '-')}", str(value)]
-    env = dict(os.environ)
-    if args.threads is not None:  # before numpy/torch start their thread pools
-        env.update(OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
-        env.update(MKL_NUM_THREADS=str(args.threads))
-    subprocess.run(argv, check=True, env=env)
-    return json.loads(Path(result).read_text()), np.load(os.path.join(workdir, f"{impl}.npy"))
+    subprocess.run(argv, check=True)
+    return json.loads(Path(result).read_text()), np.load(Path(result).with_suffix(".npy"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=50_000)
-    parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--budget", type=int, default=5_000)
+    parser.add_argument("--n", type=int, default=30_000)
+    parser.add_argument("--d", type=int, default=256)
+    parser.add_argument("--budget", type=int, default=600)
+    parser.add_argument("--start", type=int, default=10, help="start points (the labelled set)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=["gaussian", "clustered"], nargs="+", default=["gaussian", "clustered"])
     parser.add_argument("--clusters", type=int, default=100)
-    parser.add_argument(
-        "--separation", type=float, default=2.0, help="std of the cluster means (within-cluster std is 1)"
-    )
+    parser.add_argument("--separation", type=float, default=2.0, help="std of the cluster means (noise std 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (both); default: the library's")
-    parser.add_argument("--threads", type=int, default=None, help="torch/BLAS threads (default: torch's default)")
-    parser.add_argument("--skip-baseline", action="store_true", help="when the N x budget matrix cannot fit")
-    parser.add_argument("--bandwidth-gbs", type=float, default=3350.0, help="memory bandwidth for the CUDA bound")
-    parser.add_argument("--worker", choices=["greedy_k_centers", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--busy", type=int, default=0, metavar="K", help="run K CPU-bound processes meanwhile")
+    parser.add_argument("--skip", nargs="*", choices=IMPLEMENTATIONS[1:], default=[], help="baselines to leave out")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        args.data = args.data[0] if isinstance(args.data, list) else args.data
         worker(args)
         return
-
-    itemsize = torch.empty(0, dtype=DTYPES[args.dtype]).element_size()
+    if args.device.startswith("cuda") and "svp" not in args.skip:
+        args.skip.append("svp")  # numpy/scipy: CPU only
+    impls = [i for i in IMPLEMENTATIONS if i not in args.skip]
     print(
-        f"N={args.n:,} d={args.d} budget={args.budget:,} {args.dtype} on {args.device}, {args.clusters} clusters "
-        f"(means std {args.separation}, noise std 1), seed {args.seed}, "
-        f"threads {args.threads or torch.get_num_threads()}"
+        f"N={args.n:,} d={args.d} budget={args.budget:,} start={args.start} {args.dtype} on {args.device}, "
+        f"seed {args.seed}, threads {args.threads or 'default'}, busy processes {args.busy}"
     )
-    print(
-        f"inputs: {args.n * args.d * itemsize / 2**20:,.0f} MiB; the baseline's matrix: "
-        f"{args.budget * args.n * 4 / 2**20:,.0f} MiB"
-    )
-    if args.device.startswith("cuda"):
-        bound = args.budget * args.n * args.d * itemsize / (args.bandwidth_gbs * 1e9)
-        print(f"bandwidth bound (budget*N*d*{itemsize} B at {args.bandwidth_gbs:g} GB/s): {bound:.1f} s")
-    with tempfile.TemporaryDirectory() as workdir:
-        impls = ["greedy_k_centers"] + ([] if args.skip_baseline else ["baseline"])
-        results = {impl: run_in_subprocess(impl, args, workdir) for impl in impls}
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir, busy(args.busy):
+        for data in args.data:
+            args.data = data
+            results = {impl: run_in_subprocess(impl, args, workdir) for impl in impls}
+            rows.append((data, results))
     memory_key = "peak_cuda_extra_mib" if args.device.startswith("cuda") else "peak_rss_extra_mib"
-    print(f"\n{'implementation':<18}{'seconds':>10}{'cpu s':>10}{'peak MiB':>11}{'by design MiB':>15}")
-    for impl, (result, _) in results.items():
-        print(
-            f"{impl:<18}{result['seconds']:>10.2f}{result['cpu_seconds']:>10.2f}{result[memory_key]:>11.1f}"
-            f"{by_design_mib(impl, args):>15.1f}"
-        )
-    print("(peak MiB: measured extra memory at the peak, over what was resident/allocated before the call)")
-    if not args.skip_baseline:
-        ours, base = results["greedy_k_centers"][0], results["baseline"][0]
-        same = np.array_equal(results["greedy_k_centers"][1], results["baseline"][1])
-        print(f"\nidentical selections: {'yes' if same else 'NO'} ({len(results['baseline'][1]):,} indices, in order)")
-        print(f"time ratio (baseline / greedy_k_centers): {base['seconds'] / ours['seconds']:.1f}x")
-        print(f"peak-memory ratio (baseline / greedy_k_centers): {base[memory_key] / max(ours[memory_key], 1e-9):.1f}x")
-        if not same:
-            sys.exit(1)
-    if args.device.startswith("cuda"):
-        print(f"greedy_k_centers at {bound / results['greedy_k_centers'][0]['seconds']:.0%} of the bandwidth bound")
+    print("\n| data | implementation | seconds | cpu s | peak MiB | ours faster by | same order as brute force |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    failed = False
+    for data, results in rows:
+        ours, ours_order = results["greedy_k_centers"]
+        for impl, (result, order) in results.items():
+            ratio = result["seconds"] / ours["seconds"]
+            if "plain" in results:
+                same = np.array_equal(order, results["plain"][1])
+                agree = "yes" if same else f"no (first {int(np.argmin(order == results['plain'][1]))} agree)"
+                failed |= impl == "greedy_k_centers" and not same
+            else:
+                agree = "not run"
+            print(
+                f"| {data} | {impl} | {result['seconds']:.2f} | {result['cpu_seconds']:.2f} | "
+                f"{result[memory_key]:.1f} | {ratio:.1f}x | {agree} |"
+            )
+        if args.device.startswith("cuda"):
+            itemsize = torch.empty(0, dtype=DTYPES[args.dtype]).element_size()
+            bandwidth = ours["bandwidth_gbs"]
+            bound = args.budget * args.n * args.d * itemsize / (bandwidth * 1e9)
+            print(f"{data}: read bandwidth {bandwidth:.0f} GB/s; bound {bound:.1f} s; at {bound / ours['seconds']:.0%}")
+    print("(svp: cdist in float64 Euclidean distances, so near-ties may order differently from float32 brute force)")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

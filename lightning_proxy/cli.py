@@ -61,6 +61,12 @@ def cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
 
 
 def main(args: Sequence[str] | None = None) -> None:
+    from lightning_proxy.threads import apply_thread_policy
+
+    try:
+        apply_thread_policy()  # before any work: this process and every one it starts
+    except ValueError as error:
+        raise SystemExit(f"lightning-proxy: {error}") from None
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in COMMANDS:
         run_command(argv[0], argv[1:])

@@ -1,14 +1,14 @@
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-# One thread per process, for this process and every one the tests start (DDP ranks, sweep workers, the
-# notebook kernel inherit it): the tests' models are small, and beside other processes on a small CPU each
-# of their many small operations would wait for every thread of a larger pool. Set before torch is imported.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from lightning_proxy.threads import apply_thread_policy
+
+# The project's thread policy (one thread per process unless LIGHTNING_PROXY_THREADS says otherwise), for this
+# process and every one the tests start (DDP ranks, sweep workers, the notebook kernel inherit it).
+apply_thread_policy()
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import the fake-data writers as `fakedata`
 

@@ -51,17 +51,27 @@ def clustered(n: int, d: int, clusters: int, spread: float, seed: int) -> torch.
     return means[torch.randint(clusters, (n,), generator=g)] + torch.randn(n, d, generator=g)
 
 
-def count_rows(monkeypatch) -> list[int]:
-    """Record how many rows each distance computation reads."""
+def count_rows(monkeypatch, method: str = "rows_f32") -> list[int]:
+    """Record how many rows each read of the embeddings (or, ``sq_dists``, each exact distance) covers."""
     counts: list[int] = []
-    original = kcenters._Workspace.sq_dists
+    original = getattr(kcenters._Workspace, method)
 
-    def counting(self, src, center, index=None):
+    def counting(self, src, *args):
+        index = args[0] if method == "rows_f32" and args else None
         counts.append(len(src) if index is None else len(index))
-        return original(self, src, center, index)
+        return original(self, src, *args)
 
-    monkeypatch.setattr(kcenters._Workspace, "sq_dists", counting)
+    monkeypatch.setattr(kcenters._Workspace, method, counting)
     return counts
+
+
+def test_screening_leaves_few_exact_distances_on_unstructured_data(monkeypatch):
+    x = gaussian(2000, 32, seed=8)  # all points about equally far apart: the triangle bound prunes nothing
+    expected = brute_force(x, 200)
+    exact = count_rows(monkeypatch, "sq_dists")
+    assert greedy_k_centers(x, 200, chunk_size=256).tolist() == expected
+    # each center's exact distances go only to rows its bound cannot rule out: about its own Voronoi cell
+    assert sum(exact) < 0.1 * 200 * 2000
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -97,7 +107,7 @@ def test_clustered_data_prunes_most_rows_with_identical_order(monkeypatch):
     expected = brute_force(x, 300)
     rows = count_rows(monkeypatch)
     assert greedy_k_centers(x, 300, chunk_size=64).tolist() == expected
-    assert sum(rows) < 0.15 * 300 * 1200  # the brute force reads 300 x 1200 rows
+    assert sum(rows) - 1200 < 0.15 * 300 * 1200  # the brute force reads 300 x 1200 rows (1200: the norms' pass)
     # ties everywhere: a small integer grid with duplicate points
     grid = torch.randint(0, 3, (300, 12), generator=torch.Generator().manual_seed(6)).float()
     grid = torch.cat([grid, grid[:60]])

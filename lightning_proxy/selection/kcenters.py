@@ -23,8 +23,10 @@ Speed:
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -93,11 +95,22 @@ def greedy_k_centers(
         generator = torch.Generator().manual_seed(seed)
         first = int(torch.randint(n, (1,), generator=generator))
     if on_cpu:
-        # numpy's small matrix-vector products run between torch's threaded distance chunks: a second (BLAS)
-        # thread pool spinning beside torch's costs ~10x on a small CPU, so numpy's BLAS gets one thread
-        with threadpool_limits(limits=1, user_api="blas"):
+        # Each center costs a few operations per 1 MiB chunk: on a pool of several threads each of them waits for
+        # every thread, which on a machine whose cores are busy costs 5-20x (and numpy's BLAS spinning beside
+        # torch's pool ~10x more); one thread for both keeps the CPU path fast whatever the load.
+        with threadpool_limits(limits=1, user_api="blas"), _torch_threads(1):
             return _farthest_first_pruned(x, budget, start_idx, first, chunk_size)
     return _farthest_first_dense(x, budget, start_idx, first, chunk_size, half_direct)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- input checks -------------------------------------------------------------------------------------------
@@ -171,27 +184,59 @@ def _check_finite(x: torch.Tensor, chunk_size: int) -> None:
 
 # --- CPU: farthest-first with triangle-inequality pruning ---------------------------------------------------
 class _Workspace:
-    """Preallocated float32 rows for the distance chunks (no allocation, hence no page faults, per center)."""
+    """Preallocated float32 rows for the distance chunks (no allocation, hence no page faults, per center).
+
+    A chunk's distances to a new center are screened first with one matrix-vector product (BLAS, one read of
+    the rows): ``||x||^2 + ||c||^2 - 2 x.c`` less a bound on its float32 rounding is a lower bound on the
+    true squared distance, and a row whose bound is not below its current minimum cannot come closer. Only
+    the rows that may come closer (few, after the first centers) get the exact distance.
+    """
 
     def __init__(self, rows: int, d: int, dtype: torch.dtype) -> None:
         self.f32 = torch.empty(rows, d)
         self.raw = None if dtype == torch.float32 else torch.empty(rows, d, dtype=dtype)
         self.out = torch.empty(rows)
+        self.dots = np.empty(rows, dtype=np.float32)
+        self.bound = np.empty(rows, dtype=np.float32)
+        self.mask = np.empty(rows, dtype=bool)
+        # |computed - true| <= gamma (||x||^2 + ||c||^2) for the norm expansion in float32 (the dot product,
+        # the two norms and the sums; generous), and the exact formula's computed value is at least
+        # (1 - (d + 2) u) times the true one: `shrink` covers that and the rounding of the bound itself.
+        self.gamma = 2.0 * (2.0 * d + 16.0) * _UNIT_ROUNDOFF
+        self.shrink = 1.0 - 8.0 * (d + 2) * _UNIT_ROUNDOFF
 
-    def sq_dists(self, src: torch.Tensor, center: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """``((src[index] - center) ** 2).sum(1)`` in float32 (all rows without ``index``); valid until next call.
+    def rows_f32(self, src: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``src[index]`` (all of ``src`` without ``index``) as float32 rows; valid until the next call."""
+        m = src.shape[0] if index is None else len(index)
+        if index is None:
+            rows = src
+        else:
+            rows = torch.index_select(src, 0, index, out=self.f32[:m] if src.dtype == torch.float32 else self.raw[:m])
+        return rows if rows.dtype == torch.float32 else self.f32[:m].copy_(rows)
+
+    def may_come_closer(
+        self, rows: torch.Tensor, sqnorm: np.ndarray, center: np.ndarray, c_sqnorm: float, mind: np.ndarray
+    ) -> np.ndarray:
+        """Positions (in ``rows``) whose true squared distance to ``center`` may be below ``mind``."""
+        m = rows.shape[0]
+        dots, bound, mask = self.dots[:m], self.bound[:m], self.mask[:m]
+        np.matmul(rows.numpy(), center, out=dots)  # numpy's BLAS: IEEE float32 whatever torch's settings
+        # lower bound = (||x||^2 + ||c||^2) (1 - gamma) - 2 x.c, shrunk
+        np.add(sqnorm, c_sqnorm, out=bound)
+        bound *= 1.0 - self.gamma
+        bound -= dots
+        bound -= dots
+        bound *= self.shrink
+        return np.flatnonzero(np.less(bound, mind, out=mask))
+
+    def sq_dists(self, rows: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """``((rows - center) ** 2).sum(1)`` in float32; valid until the next call.
 
         The same formula, elementwise, as a dense ``((x[:, None] - x[None]) ** 2).sum(-1)``: each row's sum is
         reduced in the same order whatever the number of rows, so the values are bit-identical.
         """
-        m = src.shape[0] if index is None else len(index)
+        m = rows.shape[0]
         f32 = self.f32[:m]
-        if index is None:
-            rows = src
-        else:
-            rows = torch.index_select(src, 0, index, out=f32 if src.dtype == torch.float32 else self.raw[:m])
-        if rows.dtype != torch.float32:
-            rows = f32.copy_(rows)
         torch.sub(rows, center, out=f32)
         return torch.sum(f32.pow_(2), dim=1, out=self.out[:m])
 
@@ -218,6 +263,11 @@ def _farthest_first_pruned(
     sqnorm = np.empty(n_centers, dtype=np.float64)  # their squared norms
     origin = np.empty(d, dtype=np.float32)
     work = _Workspace(min(chunk, n), d, x.dtype)
+    sqnorm_rows = np.empty(n, dtype=np.float32)  # squared norms of the rows, for the screening bound
+    for s in range(0, n, chunk):
+        rows = work.rows_f32(x[s : s + chunk])
+        torch.linalg.vecdot(rows, rows, out=torch.from_numpy(sqnorm_rows[s : s + chunk]))
+    c_sqnorm = np.empty(1, dtype=np.float32)
     # The bookkeeping is O(N) per center and runs in numpy (less per-call overhead than torch on small ops),
     # in buffers allocated once: fresh memory means page faults, which can cost more than the arithmetic.
     mind = np.full(n, np.inf, dtype=np.float32)  # squared distance to the nearest center; -inf once selected
@@ -236,21 +286,22 @@ def _farthest_first_pruned(
 
     def update(k: int, c: torch.Tensor, rows: slice | np.ndarray) -> None:
         """Distances from center ``k`` to ``rows`` (a slice: contiguous, no gather); keep the smaller."""
-        if isinstance(rows, slice):
-            new = work.sq_dists(x[rows], c).numpy()
-        else:
-            new = work.sq_dists(x, c, torch.from_numpy(rows)).numpy()
-        old = mind[rows]
-        closer = new < old
-        if isinstance(rows, slice):
-            assign[rows][closer] = k
-        else:
-            assign[rows[closer]] = k
-        mind[rows] = np.minimum(old, new)
+        index = np.arange(n)[rows] if isinstance(rows, slice) else rows
+        src = work.rows_f32(x[rows]) if isinstance(rows, slice) else work.rows_f32(x, torch.from_numpy(rows))
+        old = mind[index]
+        maybe = work.may_come_closer(src, sqnorm_rows[index], c.numpy(), float(c_sqnorm[0]), old)
+        if len(maybe) == 0:
+            return
+        exact = work.sq_dists(src[torch.from_numpy(maybe)], c).numpy()
+        closer = exact < old[maybe]
+        changed = index[maybe[closer]]
+        assign[changed] = k
+        mind[changed] = exact[closer]
 
     def add_center(k: int, j: int) -> None:
         nonlocal plain_until
         c = x[j].float()
+        c_sqnorm[0] = sqnorm_rows[j]
         if k == 0:
             origin[:] = c.numpy()
         np.subtract(c.numpy(), origin, out=shifted[k])
