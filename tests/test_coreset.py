@@ -11,7 +11,7 @@ import pytest
 import lightning_proxy.experiments.coreset as coreset_module
 from lightning_proxy.cli import main
 from lightning_proxy.experiments.compare import compare_rankings
-from lightning_proxy.experiments.runs import read_result
+from lightning_proxy.experiments.runs import Progress, read_result
 from lightning_proxy.selection import Ranking, load_ranking, save_ranking
 from lightning_proxy.selection.kcenters import greedy_k_centers
 
@@ -44,9 +44,13 @@ def tiny_coreset(output: Path, **kw):
     return coreset_module.coreset(**{**args, **kw})
 
 
-def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch):
+def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsys):
     summary = tiny_coreset(tmp_path / "straight")
     out = tmp_path / "straight"
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 14 and lines[0].startswith("[1/14] proxy: error ")  # one line per finished training
+    assert lines[1].startswith("[2/14] full: error ") and lines[-1].startswith("[14/14] oracle_forgetting 0.6: ")
+    assert all(" left" in line for line in lines[:-1]) and " left" not in lines[-1]
     results = pd.read_csv(out / "results.csv")
     methods = ["forgetting", "entropy", "kcenters", "random", "oracle_entropy", "oracle_forgetting"]
     assert sorted(set(results.method)) == sorted(["full", *methods])
@@ -98,6 +102,21 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch):
     assert not set(calls) & set(finished) and len(calls) == trainings - 4  # the rest, each once
     resumed = pd.read_csv(crashed / "results.csv")
     pd.testing.assert_frame_equal(resumed[RESULT_COLUMNS], results[RESULT_COLUMNS])
+
+
+def test_progress_lines_estimate_from_the_trainings_done_here():
+    progress = Progress(4)
+    assert progress.finished("proxy", {"val_error": 0.5, "seconds": 99}, trained=False) == (
+        "[1/4] proxy: error 50.0%, done before"
+    )  # found on disk: no estimate yet
+    assert progress.finished("full", {"val_error": 0.033, "seconds": 41}, trained=True) == (
+        "[2/4] full: error 3.3%, 41 s; about 82 s left"
+    )
+    assert progress.finished("random 0.5", {"val_error": 0.1, "seconds": 179}, trained=True) == (
+        "[3/4] random 0.5: error 10.0%, 179 s; about 2 min left"
+    )
+    last = progress.finished("last", {"val_error": None, "seconds": 1}, trained=True)
+    assert last == "[4/4] last: no validation, 1 s"
 
 
 def test_coreset_refuses_bad_settings(tmp_path):

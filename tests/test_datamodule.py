@@ -6,8 +6,9 @@ from lightning_proxy.datamodules import DigitsDataModule, SubsetSpec
 from lightning_proxy.selection import Ranking, pool_fingerprint, save_ranking
 
 
-def test_digits_items_carry_their_pool_index():
-    dm = DigitsDataModule(batch_size=50, subset=SubsetSpec(fraction=0.25, seed=3))
+@pytest.mark.parametrize("data_path", ["tensor", "items"])
+def test_digits_items_carry_their_pool_index(data_path):
+    dm = DigitsDataModule(batch_size=50, subset=SubsetSpec(fraction=0.25, seed=3), data_path=data_path)
     x, y, idx = next(iter(dm.train_dataloader()))
     assert x.shape == (50, 1, 8, 8) and x.dtype == torch.float32
     assert set(idx.tolist()) <= set(dm.train_indices.tolist())
@@ -17,8 +18,9 @@ def test_digits_items_carry_their_pool_index():
     assert sorted(seen.tolist()) == dm.train_indices.tolist()
 
 
-def test_scoring_loader_is_the_whole_pool_in_order_without_augmentation():
-    dm = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.1))
+@pytest.mark.parametrize("data_path", ["tensor", "items"])
+def test_scoring_loader_is_the_whole_pool_in_order_without_augmentation(data_path):
+    dm = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.1), data_path=data_path)
     batches = list(dm.scoring_dataloader())
     indices = torch.cat([b[2] for b in batches])
     assert indices.tolist() == list(range(dm.pool_size))
@@ -26,8 +28,9 @@ def test_scoring_loader_is_the_whole_pool_in_order_without_augmentation():
     assert torch.equal(torch.cat([b[0] for b in batches]), again)
 
 
-def test_class_subset_remaps_labels_and_restricts_validation():
-    dm = DigitsDataModule(batch_size=2000, subset=SubsetSpec(classes=["3", "7", "9"]))
+@pytest.mark.parametrize("data_path", ["tensor", "items"])
+def test_class_subset_remaps_labels_and_restricts_validation(data_path):
+    dm = DigitsDataModule(batch_size=2000, subset=SubsetSpec(classes=["3", "7", "9"]), data_path=data_path)
     assert dm.num_classes == 3
     x, y, idx = next(iter(dm.train_dataloader()))
     original = dm.targets[idx.numpy()]
@@ -69,8 +72,9 @@ def test_bad_datamodule_arguments():
         DigitsDataModule(batch_size=0)
 
 
-def test_ddp_two_processes_see_every_subset_example_once_per_epoch(ddp_fits):
-    out = ddp_fits / "subset"
+@pytest.mark.parametrize("data_path", ["tensor", "items"])
+def test_ddp_two_processes_see_every_subset_example_once_per_epoch(ddp_fits, data_path):
+    out = ddp_fits / f"subset_{data_path}"
     subset = np.load(out / "subset.npy")
     targets = np.load(out / "targets.npy")
     assert len(set(targets[subset].tolist())) == 7

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lightning as L
@@ -146,7 +146,7 @@ class PostTrainingScores(ExampleStatistic):
         pl_module.train(was_training)
         self._finish(trainer, pl_module, epochs=trainer.current_epoch)
 
-    def _scoring_loader(self, trainer: L.Trainer) -> DataLoader:
+    def _scoring_loader(self, trainer: L.Trainer) -> Iterable:
         dm = trainer.datamodule
         if self.indices is not None:
             if getattr(dm, "scoring_dataloader", None) is None:
@@ -167,6 +167,8 @@ class PostTrainingScores(ExampleStatistic):
             loader = make()
         if trainer.world_size == 1:
             return loader
+        if not isinstance(loader, DataLoader):  # the tensor path's batches split themselves
+            return loader.shard(trainer.global_rank, trainer.world_size)
         sampler = DistributedSampler(
             loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )

@@ -2,8 +2,13 @@
 
 A concrete datamodule names its dataset and its normalisation: it implements :meth:`PoolDataModule.build_pool`
 (returning a dataset of ``(uint8 CxHxW tensor, int label)`` items with ``targets`` and ``classes``) and
-sets ``name``, ``num_base_classes``, ``in_channels``, ``mean`` and ``std``. Everything else (indices,
-subsets, transforms, loaders, the scoring loader) lives here.
+sets ``name``, ``num_base_classes``, ``in_channels``, ``mean`` and ``std``, and its training augmentation
+(:meth:`PoolDataModule.augmentation`). Everything else (indices, subsets, transforms, loaders, the scoring
+loader) lives here.
+
+Two data paths serve the same ``(images, targets, pool_indices)`` batches: pools held as one uint8 tensor
+(:class:`InMemoryImages`) are batched by indexing it (:mod:`~lightning_proxy.datamodules.tensor_batches`,
+the default for them), any other dataset item by item through a ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import lightning as L
 import numpy as np
@@ -19,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from lightning_proxy.datamodules.tensor_batches import BatchAugment, TensorBatches
 from lightning_proxy.selection.ranking import pool_fingerprint
 from lightning_proxy.selection.subset import SubsetSpec, choose_classes, select_subset
 
@@ -90,6 +96,9 @@ class PoolDataModule(L.LightningDataModule):
         subset: which examples of the training pool to train on (:class:`SubsetSpec`).
         download: download and verify the dataset into ``root`` when missing (needs internet).
         pin_memory: pin loader memory (only used with an accelerator).
+        data_path: ``tensor``: batches indexed out of the pool tensor, augmented whole on the training
+            device; ``items``: a ``DataLoader`` with a transform per image (``num_workers`` apply); ``auto``:
+            ``tensor`` where the pool is held in memory as one tensor.
     """
 
     name: str = "pool"
@@ -97,6 +106,7 @@ class PoolDataModule(L.LightningDataModule):
     in_channels: int = 3
     mean: Sequence[float] = (0.485, 0.456, 0.406)
     std: Sequence[float] = (0.229, 0.224, 0.225)
+    image_size: int = 0  # side of the (square) training images; 0 where no crop needs it
 
     def __init__(
         self,
@@ -108,12 +118,15 @@ class PoolDataModule(L.LightningDataModule):
         subset: SubsetSpec = SubsetSpec(),  # noqa: B008 (an immutable default: copied on use)
         download: bool = False,
         pin_memory: bool = True,
+        data_path: Literal["auto", "tensor", "items"] = "auto",
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"flip_p is a probability in [0, 1], got {flip_p}")
+        if data_path not in ("auto", "tensor", "items"):
+            raise ValueError(f"data_path must be 'auto', 'tensor' or 'items', got {data_path!r}")
         self.root = root
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
@@ -122,21 +135,32 @@ class PoolDataModule(L.LightningDataModule):
         self.subset = dataclasses.replace(subset)
         self.download = download
         self.pin_memory = pin_memory
+        self.data_path = data_path
         self.save_hyperparameters()
         self._train_pool: PoolDataset | None = None
         self._score_pool: PoolDataset | None = None
         self._val_set: PoolDataset | None = None
         self.train_indices: np.ndarray | None = None
         self.class_ids: list[int] | None = None
+        self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- what a concrete datamodule provides ---------------------------------------------------------
     def build_pool(self, split: str, transform: Callable | None) -> PoolDataset:
         """The ``train`` or ``val`` split as a dataset of ``(uint8 CxHxW tensor, label)`` items."""
         raise NotImplementedError
 
+    def augmentation(self) -> BatchAugment:
+        """The training augmentation, for whole batches and (by :meth:`train_transform`) per item."""
+        return BatchAugment(flip_p=self.flip_p)
+
     def train_transform(self) -> Callable:
-        """Augmentation of training images (uint8 CxHxW in, normalised float out)."""
-        return v2.Compose([v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])
+        """:meth:`augmentation` per training image (uint8 CxHxW in, normalised float out)."""
+        aug = self.augmentation()
+        if aug.resized_crop is not None:
+            crop = [v2.RandomResizedCrop(aug.resized_crop, scale=aug.scale, ratio=aug.ratio, antialias=True)]
+        else:
+            crop = [v2.RandomCrop(self.image_size, padding=aug.pad)] if aug.pad else []
+        return v2.Compose([*crop, v2.RandomHorizontalFlip(aug.flip_p), *self._to_float()])
 
     def eval_transform(self) -> Callable:
         """Validation and scoring transform: no augmentation."""
@@ -201,6 +225,17 @@ class PoolDataModule(L.LightningDataModule):
         return mapping
 
     # --- loaders -------------------------------------------------------------------------------------
+    @property
+    def uses_tensor_path(self) -> bool:
+        """Whether batches come from the pool tensor (:attr:`data_path`) rather than item by item."""
+        in_memory = isinstance(self.train_pool, InMemoryImages)
+        if self.data_path == "tensor" and not in_memory:
+            raise ValueError(
+                f"--data.data_path tensor needs a pool held in memory as one tensor; {self.name}'s is a "
+                f"{type(self.train_pool).__name__}: use --data.data_path items (or auto)"
+            )
+        return in_memory and self.data_path != "items"
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
@@ -211,34 +246,82 @@ class PoolDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A split's images and model labels (-1: classes left out) on the training device, moved once."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        key = (split, device)
+        if key not in self._on_device:
+            pool = self.train_pool if split == "train" else self._val_set
+            targets = torch.as_tensor(np.asarray(pool.targets), dtype=torch.int64)
+            if (mapping := self.label_map()) is not None:
+                targets = torch.as_tensor(mapping)[targets]
+            self._on_device[key] = (pool.images.to(device), targets.to(device))
+        return self._on_device[key]
+
+    def _tensor_batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool) -> TensorBatches:
+        images, targets = self._tensors(split)
+        rank, world_size = self._rank_and_world() if train else (0, 1)
+        return TensorBatches(
+            images,
+            targets,
+            torch.as_tensor(indices, dtype=torch.int64),
+            batch_size,
+            self.mean,
+            self.std,
+            shuffle=train,
+            augment=self.augmentation() if train else None,
+            rank=rank,
+            world_size=world_size,
+            channels_last=images.device.type == "cuda",
+        )
+
+    def _val_indices(self) -> np.ndarray:
+        targets = np.asarray(self._val_set.targets)
+        if self.subset.classes is None:
+            return np.arange(len(targets))
+        return np.flatnonzero(np.isin(targets, self.class_ids))
+
+    def train_dataloader(self) -> DataLoader | TensorBatches:
         """Shuffled training subset; items are ``(image, label, pool_index)``."""
         self.setup("fit")
+        if self.uses_tensor_path:
+            return self._tensor_batches("train", self.train_indices, self.batch_size, train=True)
         dataset = Subset(IndexedDataset(self.train_pool, self.label_map()), self.train_indices.tolist())
         return self._loader(dataset, self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | TensorBatches:
         """Validation set restricted to the kept classes; items are ``(image, label, val_index)``."""
         self.setup("validate")
+        if self.uses_tensor_path:
+            batches = self._tensor_batches("val", self._val_indices(), self.eval_batch_size, train=False)
+            return batches.shard(*self._rank_and_world())  # as Lightning's DistributedSampler would
         dataset: Dataset = IndexedDataset(self._val_set, self.label_map())
         if self.subset.classes is not None:
-            keep = np.flatnonzero(np.isin(np.asarray(self._val_set.targets), self.class_ids))
-            dataset = Subset(dataset, keep.tolist())
+            dataset = Subset(dataset, self._val_indices().tolist())
         return self._loader(dataset, self.eval_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | TensorBatches:
         return self.val_dataloader()
 
-    def scoring_dataloader(self, indices: Sequence[int] | np.ndarray | None = None) -> DataLoader:
-        """The pool (or ``indices`` of it) in order, no augmentation, for scoring passes.
+    def scoring_dataloader(self, indices: Sequence[int] | np.ndarray | None = None) -> DataLoader | TensorBatches:
+        """The pool (or ``indices`` of it) in order, no augmentation, for scoring passes; not split over ranks.
 
         Labels are the model's (a class subset's ``0..k-1``), and -1 for examples of classes it leaves out.
         """
         self.setup("predict")
+        if self.uses_tensor_path:
+            chosen = np.arange(self.pool_size) if indices is None else np.asarray(indices, dtype=np.int64)
+            return self._tensor_batches("train", chosen, self.eval_batch_size, train=False)
         dataset: Dataset = IndexedDataset(self.score_pool, self.label_map())
         if indices is not None:
             dataset = Subset(dataset, np.asarray(indices, dtype=np.int64).tolist())
         return self._loader(dataset, self.eval_batch_size, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.scoring_dataloader()
+    def predict_dataloader(self) -> DataLoader | TensorBatches:
+        loader = self.scoring_dataloader()
+        return loader.shard(*self._rank_and_world()) if isinstance(loader, TensorBatches) else loader

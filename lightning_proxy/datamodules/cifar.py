@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
+from lightning_proxy.datamodules.tensor_batches import BatchAugment
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,7 @@ class _CIFARDataModule(PoolDataModule):
     """
 
     release: CIFARRelease = CIFAR10
+    image_size = 32
 
     def prepare_data(self) -> None:
         folder = Path(self.root) / self.release.folder
@@ -140,8 +141,8 @@ class _CIFARDataModule(PoolDataModule):
     def build_pool(self, split: str, transform: Callable | None) -> CIFARDataset:
         return CIFARDataset(self.root, split, transform, self.release)
 
-    def train_transform(self) -> Callable:
-        return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])
+    def augmentation(self) -> BatchAugment:
+        return BatchAugment(pad=4, flip_p=self.flip_p)
 
 
 class CIFAR10DataModule(_CIFARDataModule):

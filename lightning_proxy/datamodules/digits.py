@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torchvision.transforms import v2
 
 from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
+from lightning_proxy.datamodules.tensor_batches import BatchAugment
 
 
 class DigitsDataset(InMemoryImages):
@@ -41,6 +41,7 @@ class DigitsDataModule(PoolDataModule):
     in_channels = 1
     mean = (0.305,)
     std = (0.378,)
+    image_size = 8
 
     def __init__(
         self, batch_size: int = 64, num_workers: int = 0, flip_p: float = 0.0, val_fraction: float = 0.2, **kwargs: Any
@@ -55,6 +56,5 @@ class DigitsDataModule(PoolDataModule):
     def build_pool(self, split: str, transform: Callable | None) -> DigitsDataset:
         return DigitsDataset(split, transform, self.val_fraction)
 
-    def train_transform(self) -> Callable:
-        shift = v2.RandomCrop(8, padding=1)
-        return v2.Compose([shift, v2.RandomHorizontalFlip(self.flip_p), *self._to_float()])
+    def augmentation(self) -> BatchAugment:
+        return BatchAugment(pad=1, flip_p=self.flip_p)

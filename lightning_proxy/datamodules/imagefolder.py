@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from lightning_proxy.datamodules.base import PoolDataModule
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
+from lightning_proxy.datamodules.tensor_batches import BatchAugment
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
@@ -168,14 +169,8 @@ class _ImageFolderDataModule(PoolDataModule):
                 f"unexpected {extra[:10]}"
             )
 
-    def train_transform(self) -> Callable:
-        return v2.Compose(
-            [
-                v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, antialias=True),
-                v2.RandomHorizontalFlip(self.flip_p),
-                *self._to_float(),
-            ]
-        )
+    def augmentation(self) -> BatchAugment:
+        return BatchAugment(flip_p=self.flip_p, resized_crop=self.image_size, scale=self.crop_scale)
 
     def eval_transform(self) -> Callable:
         return v2.Compose(

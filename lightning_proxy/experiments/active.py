@@ -32,6 +32,7 @@ import pandas as pd
 
 from lightning_proxy.experiments.plots import plot_error_curves
 from lightning_proxy.experiments.runs import (
+    Progress,
     check_choices,
     flat,
     proxy_and_target,
@@ -191,7 +192,7 @@ class Loop:
     def run_folder(self, who: str, size: int) -> Path:
         return self.folder / f"{who}_{size}"
 
-    def run(self) -> None:
+    def run(self, progress: Progress | None = None) -> None:
         for r in range(len(self.state["rounds"]), len(self.sizes)):
             have, want = self.sizes[r - 1], self.sizes[r]
             labelled = self.labelled[:have]
@@ -212,6 +213,7 @@ class Loop:
                     self.training.with_overrides({"data.subset.indices": str(self.labelled_file(have))}),
                     [{"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init}],
                     self.seed,
+                    None if progress is None else (progress, f"{self.folder.name} selector, {have} labelled"),
                     role=f"{self.selector} selector",
                     labelled=have,
                 )
@@ -286,16 +288,18 @@ def active(
         raise ValueError(f"budgets {missing} are not labelled-set sizes the schedule {schedule} reaches: {sizes}")
     out = Path(output)
     rows = []
+    loops = [("random", None)] if "random" in methods else []
+    loops += [(m, s) for s in selectors for m in methods if m != "random"]
+    rounds = sum(len(sizes) - 1 for m, _ in loops if m != "random") + len(loops) * len(budget_sizes)
+    progress = Progress(len(seeds) * rounds)
     for seed in seeds:
-        loops = [("random", None)] if "random" in methods else []
-        loops += [(m, s) for s in selectors for m in methods if m != "random"]
         for method, selector in loops:
             name = method if selector is None else f"{selector}_{method}"
             identity = {"pool_size": len(pool), "dataset_size": dataset_size, "fingerprint": fingerprint}
             identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
             training = trainings[selector or "target"]
             loop = Loop(out / f"seed{seed}" / name, method, selector, training, pool, sizes, seed, identity)
-            loop.run()
+            loop.run(progress)
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training
                 result = train(
@@ -303,6 +307,7 @@ def active(
                     trainings["target"].with_overrides({"data.subset.indices": str(loop.labelled_file(size))}),
                     [],
                     seed,
+                    (progress, f"{name} target, {size} labelled" + (f", seed {seed}" if len(seeds) > 1 else "")),
                     role="target",
                     labelled=size,
                 )

@@ -21,7 +21,14 @@ import pandas as pd
 
 from lightning_proxy.experiments.compare import compare_pair, compare_rankings, plot_heatmap
 from lightning_proxy.experiments.plots import plot_error_curves
-from lightning_proxy.experiments.runs import check_choices, proxy_and_target, seeds_or_default, train, write_report
+from lightning_proxy.experiments.runs import (
+    Progress,
+    check_choices,
+    proxy_and_target,
+    seeds_or_default,
+    train,
+    write_report,
+)
 from lightning_proxy.selection.ranking import Ranking, load_ranking, save_ranking
 
 SCORE_STATISTICS = ("loss", "entropy", "least_confidence", "margin")
@@ -112,22 +119,39 @@ def coreset(
     statistics = {m for m in methods if m not in ("random", "kcenters")}
     rows, correlations = [], []
     seeds = seeds_or_default(seeds)
+    subset_methods = [*methods, *(f"oracle_{m}" for m in sorted(statistics) if oracle)]
+    progress = Progress(len(seeds) * (2 + len(subset_methods) * len(fractions)))
     for seed in seeds:
         base = out / f"seed{seed}"
         proxy_dir = base / "proxy"
-        proxy = train(proxy_dir, proxy_training, callbacks_for(statistics, "kcenters" in methods), seed, role="proxy")
+        name = f" seed {seed}" if len(seeds) > 1 else ""
+        proxy = train(
+            proxy_dir,
+            proxy_training,
+            callbacks_for(statistics, "kcenters" in methods),
+            seed,
+            (progress, f"proxy{name}"),
+            role="proxy",
+        )
         rankings = {m: proxy_dir / f"{m}.npz" for m in statistics}
         selection_seconds = {m: 0.0 for m in methods}
         if "kcenters" in methods:
             rankings["kcenters"] = k_centers_ranking(proxy_dir, max(fractions), seed)
             selection_seconds["kcenters"] = float(load_ranking(rankings["kcenters"]).metadata["seconds"])
         # the target on everything: the baseline, and its own rankings (for the correlations and the oracle)
-        full = train(base / "full", target_training, callbacks_for(statistics, False), seed, role="full")
+        full = train(
+            base / "full",
+            target_training,
+            callbacks_for(statistics, False),
+            seed,
+            (progress, f"full{name}"),
+            role="full",
+        )
         rows.append(
             {"seed": seed, "method": "full", "fraction": 1.0, **_row(full), "end_to_end_seconds": full["seconds"]}
         )
         rankings.update({f"oracle_{m}": base / "full" / f"{m}.npz" for m in statistics})
-        for method in [*methods, *(f"oracle_{m}" for m in sorted(statistics) if oracle)]:
+        for method in subset_methods:
             for fraction in fractions:
                 subset: dict[str, Any] = {"data.subset.fraction": fraction, "data.subset.seed": seed}
                 if method != "random":
@@ -136,7 +160,10 @@ def coreset(
                         "data.subset.keep": keep_for(rankings[method]),
                     }
                 folder = base / method / f"{fraction:g}"
-                result = train(folder, target_training.with_overrides(subset), [], seed, role=method, fraction=fraction)
+                label = (progress, f"{method} {fraction:g}{name}")
+                result = train(
+                    folder, target_training.with_overrides(subset), [], seed, label, role=method, fraction=fraction
+                )
                 uses_proxy = method in statistics or method == "kcenters"
                 overhead = proxy["seconds"] + selection_seconds.get(method, 0.0) if uses_proxy else 0.0
                 if method.startswith("oracle_"):

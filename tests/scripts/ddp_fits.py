@@ -3,8 +3,8 @@
 Run by the ``ddp_fits`` fixture (tests/conftest.py) as ``python ddp_fits.py OUT_DIR``; Lightning relaunches
 this script for rank 1, which makes the same fits.
 
-- ``OUT_DIR/subset``: a fit on a digits subset recording the pool indices each rank trains on per epoch
-  (tests/test_datamodule.py);
+- ``OUT_DIR/subset_tensor``, ``OUT_DIR/subset_items``: a fit on a digits subset recording the pool indices
+  each rank trains on per epoch, on each data path (tests/test_datamodule.py);
 - ``OUT_DIR/callbacks``: a fit with every per-example callback; the rankings, the weights and the raw
   presentation counts (tests/test_callbacks.py).
 """
@@ -66,9 +66,9 @@ def ddp_trainer(callbacks: list) -> L.Trainer:
     )
 
 
-def subset_coverage(out: Path) -> None:
+def subset_coverage(out: Path, data_path: str) -> None:
     L.seed_everything(0)
-    dm = DigitsDataModule(batch_size=16, subset=SubsetSpec(fraction=0.3, seed=5, classes=7))
+    dm = DigitsDataModule(batch_size=16, subset=SubsetSpec(fraction=0.3, seed=5, classes=7), data_path=data_path)
     model = ClassificationModule(arch="preact_resnet8", num_classes=dm.num_classes, in_channels=1)
     trainer = ddp_trainer([RecordIndices(out)])
     trainer.fit(model, dm)
@@ -101,6 +101,11 @@ def callbacks(out: Path) -> None:
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    for name, fit in (("subset", subset_coverage), ("callbacks", callbacks)):
+    fits = {
+        "subset_tensor": lambda folder: subset_coverage(folder, "tensor"),
+        "subset_items": lambda folder: subset_coverage(folder, "items"),
+        "callbacks": callbacks,
+    }
+    for name, fit in fits.items():
         (out / name).mkdir(parents=True, exist_ok=True)
         fit(out / name)

@@ -1,0 +1,205 @@
+"""The tensor-resident data path: batches indexed out of one uint8 image tensor and augmented whole.
+
+For pools that fit in memory (digits, CIFAR, a decoded Imagenette), the per-item path (a torchvision
+transform per image, ``Subset``, ``IndexedDataset``, the default collate) costs more than a small proxy's
+forward and backward pass. Here a batch is one indexing of the pool tensor, its augmentation is a few
+operations on the whole batch (on the pool's device: a GPU when training on one), and normalisation and the
+channels-last layout come with it. Items are the same ``(images, targets, pool_indices)`` as on the
+per-item path, so callbacks, subset rules and scoring see no difference.
+
+Shuffling is a seeded ``randperm`` per epoch (seed ``PL_GLOBAL_SEED``, as Lightning's own distributed
+sampler), the same on every rank; each rank takes its shard, padded as ``DistributedSampler`` pads, so every
+example is seen once per epoch across ranks. Lightning calls ``sampler.set_epoch`` at each epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+from torchvision.ops import roi_align
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchAugment:
+    """Training augmentation of a datamodule, applied to whole uint8 batches (or, per item, by torchvision).
+
+    Args:
+        pad: random crop of the image's own size after zero padding by ``pad`` pixels (CIFAR: 4).
+        flip_p: probability of a horizontal flip.
+        resized_crop: output side of a random resized crop (then ``scale`` and ``ratio`` apply), or None.
+        scale: range of the crop's share of the image area.
+        ratio: range of the crop's aspect ratio (sampled log-uniformly).
+    """
+
+    pad: int = 0
+    flip_p: float = 0.0
+    resized_crop: int | None = None
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a uint8 ``B x C x H x W`` batch; returns uint8 (crop and flip) or float32 (resized crop)."""
+        if self.resized_crop is not None:
+            return self._resized_crop(images, generator)
+        return self._crop_and_flip(images, generator)
+
+    def _crop_and_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, c, h, w = images.shape
+        device = images.device
+        if self.pad == 0 and self.flip_p == 0.0:
+            return images
+        p = self.pad
+        padded = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
+        top = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=generator, device=device)
+        left = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=generator, device=device)
+        rows = torch.arange(h, device=device).view(1, h, 1)
+        cols = torch.arange(w, device=device).view(1, 1, w)
+        if self.flip_p > 0.0:
+            flip = torch.rand(b, 1, 1, generator=generator, device=device) < self.flip_p
+            cols = torch.where(flip, (w - 1) - cols, cols)
+        # crop and flip as one gather of flat pixel positions (several times faster than advanced indexing)
+        width = w + 2 * p
+        flat = ((top + rows) * width + left + cols).view(b, 1, h * w).expand(b, c, h * w)
+        return torch.gather(padded.reshape(b, c, -1), 2, flat).view(b, c, h, w)
+
+    def _resized_crop(self, images: torch.Tensor, generator: torch.Generator, tries: int = 10) -> torch.Tensor:
+        """torchvision's RandomResizedCrop for a batch: ``tries`` candidate boxes per image, the first that fits,
+        else the whole image; bilinear resampling by ``roi_align`` (averaging ceil(crop / output) samples per pixel)."""
+        b, c, h, w = images.shape
+        device = images.device
+        area = h * w * torch.empty(b, tries, device=device).uniform_(*self.scale, generator=generator)
+        log_ratio = torch.empty(b, tries, device=device).uniform_(
+            math.log(self.ratio[0]), math.log(self.ratio[1]), generator=generator
+        )
+        aspect = torch.exp(log_ratio)
+        cw = torch.sqrt(area * aspect).round()
+        ch = torch.sqrt(area / aspect).round()
+        fits = (cw > 0) & (ch > 0) & (cw <= w) & (ch <= h)
+        first = torch.where(fits.any(1), fits.float().argmax(1), -1)
+        pick = first.clamp_min(0)[:, None]
+        cw = torch.where(first >= 0, cw.gather(1, pick)[:, 0], float(w))
+        ch = torch.where(first >= 0, ch.gather(1, pick)[:, 0], float(h))
+        x0 = (torch.rand(b, generator=generator, device=device) * (w - cw + 1)).floor()
+        y0 = (torch.rand(b, generator=generator, device=device) * (h - ch + 1)).floor()
+        boxes = torch.stack([torch.arange(b, device=device, dtype=x0.dtype), x0, y0, x0 + cw, y0 + ch], dim=1)
+        size = self.resized_crop
+        out = roi_align(images.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        if self.flip_p > 0.0:
+            flip = torch.rand(b, generator=generator, device=device) < self.flip_p
+            out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)
+        return out.contiguous(memory_format=torch.channels_last)
+
+
+class ShardedShuffle(Sampler[int]):
+    """This rank's share of an epoch's order of ``n`` positions: seeded ``randperm`` (or ``0..n-1``), padded
+    to a multiple of ``world_size`` by repeating its start, every ``world_size``-th position from ``rank``."""
+
+    def __init__(self, n: int, shuffle: bool, rank: int = 0, world_size: int = 1, seed: int | None = None):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.n, self.shuffle, self.rank, self.world_size = n, shuffle, rank, world_size
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+    def order(self) -> torch.Tensor:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        total = len(self) * self.world_size
+        if total > self.n:
+            order = torch.cat([order] * math.ceil(total / self.n))[:total]
+        return order[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
+
+
+class TensorBatches:
+    """``(images, targets, pool_indices)`` batches of ``images[indices]``, augmented and normalised as a whole.
+
+    Args:
+        images: the pool, uint8 ``N x C x H x W`` on the device the batches should be on.
+        targets: the model's label of every pool image (int64, -1 for classes it leaves out), same device.
+        indices: the pool positions to serve (a subset), in order.
+        batch_size: images per batch (the last batch may be smaller).
+        mean, std: per-channel normalisation of ``[0, 1]`` images.
+        shuffle: a new order every epoch (training); else ``indices`` in order.
+        augment: training augmentation (:class:`BatchAugment`), or None.
+        rank, world_size: this process's shard of every epoch.
+        channels_last: batches in channels-last memory layout (faster convolutions on GPUs).
+    """
+
+    batch_sampler = None  # as a DataLoader with its own batching: Lightning reads the order from ``sampler``
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        augment: BatchAugment | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 N x C x H x W tensor, got {images.dtype} {tuple(images.shape)}")
+        self.images, self.targets = images, targets
+        self.indices = torch.as_tensor(indices, dtype=torch.int64)
+        self.batch_size = batch_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = augment
+        self.channels_last = channels_last
+        self.sampler = ShardedShuffle(len(self.indices), shuffle, rank, world_size)
+        device = images.device
+        self._scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(1, -1, 1, 1)
+        self._shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device).view(1, -1, 1, 1)
+
+    def shard(self, rank: int, world_size: int) -> TensorBatches:
+        """The same batches split over ``world_size`` processes (as ``DistributedSampler`` would)."""
+        other = TensorBatches.__new__(TensorBatches)
+        other.__dict__.update(self.__dict__)
+        other.sampler = ShardedShuffle(len(self.indices), self.sampler.shuffle, rank, world_size, self.sampler.seed)
+        return other
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        sampler = self.sampler
+        positions = self.indices[sampler.order()].to(self.images.device)
+        generator = None
+        if self.augment is not None:
+            generator = torch.Generator(self.images.device)
+            generator.manual_seed(hash((sampler.seed, sampler.epoch, sampler.rank)) % 2**63)
+        for start in range(0, len(positions), self.batch_size):
+            index = positions[start : start + self.batch_size]
+            images = torch.index_select(self.images, 0, index)
+            if self.augment is not None:
+                images = self.augment(images, generator)
+            yield self._normalise(images), self.targets[index], index
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``(x / 255 - mean) / std`` in float32, as one multiply-add; laid out channels-last when asked.
+
+        The layout is settled before the conversion, on uint8 (a quarter of the bytes); a resized crop comes
+        as float in ``[0, 255]`` already and is converted in place.
+        """
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        images = images.contiguous(memory_format=layout).to(torch.float32)
+        return images.mul_(self._scale).add_(self._shift)
