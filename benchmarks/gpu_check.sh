@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one call (at most ~8 minutes on a GPU), full log under $OUT, one table last.
 #   bash benchmarks/gpu_check.sh            # on the lent GPU machine (bring jsonargparse/Optuna wheels)
-#   bash benchmarks/gpu_check.sh --smoke    # tiny sizes on the CPU: the script is known to work beforehand
+#   bash benchmarks/gpu_check.sh --smoke    # tiny sizes on the CPU, one precision and dtype: known to work beforehand
 # Checks: the callbacks' overhead in bf16-mixed and 16-mixed; k-centers at ImageNet size (N=1,281,167,
 # d=512, budget 128,117) in float16 and float32 against the read bandwidth measured on the card; one
 # CIFAR-size epoch's batches on both data paths; a short 16-mixed `lightning-proxy fit` with every callback.
@@ -14,10 +14,10 @@ SUMMARY="$OUT/gpu_check_table.md"
 : > "$LOG"
 if [[ "${1:-}" == "--smoke" ]]; then
   DEVICE=cpu; ACCEL=cpu; STEPS=4; REPEATS=1; N=3000; D=64; BUDGET=30; FIT_EPOCHS=1; PRECISION16=bf16-mixed
-  POOLS=digits; POOL=2000; EPOCHS=1
+  POOLS=digits; POOL=2000; EPOCHS=1; BATCH=16; PRECISIONS="bf16-mixed"; DTYPES=float32
 else
   DEVICE=cuda; ACCEL=gpu; STEPS=200; REPEATS=3; N=1281167; D=512; BUDGET=128117; FIT_EPOCHS=3; PRECISION16=16-mixed
-  POOLS="digits cifar"; POOL=50000; EPOCHS=2
+  POOLS="digits cifar"; POOL=50000; EPOCHS=2; BATCH=128; PRECISIONS="bf16-mixed 16-mixed"; DTYPES="float16 float32"
 fi
 STATUS=0
 printf '| check | result |\n| --- | --- |\n' > "$SUMMARY"
@@ -28,7 +28,7 @@ check() {  # check NAME GREP-PATTERN COMMAND...: run it, log everything, put its
   local start=$SECONDS
   if "$@" > "$OUT/step.log" 2>&1; then
     local found
-    found=$(grep -E "$pattern" "$OUT/step.log" | tr '\n' ' ' | sed 's/|/\//g; s/  */ /g')
+    found=$(sed 's/.*\r//' "$OUT/step.log" | grep -E "$pattern" | tr '\n' ' ' | sed 's/|/\//g; s/  */ /g')
     printf '| %s | %s (%ss) |\n' "$name" "${found:-done}" "$((SECONDS - start))" >> "$SUMMARY"
   else
     printf '| %s | FAILED, see %s |\n' "$name" "$LOG" >> "$SUMMARY"
@@ -37,19 +37,19 @@ check() {  # check NAME GREP-PATTERN COMMAND...: run it, log everything, put its
   cat "$OUT/step.log" >> "$LOG"
 }
 
-for precision in bf16-mixed "$PRECISION16"; do
+for precision in $PRECISIONS; do
   check "callbacks overhead, $precision" "^median step" \
     python benchmarks/callback_overhead.py --accelerator "$ACCEL" --precision "$precision" --steps "$STEPS" \
-      --repeats "$REPEATS" --pool "$POOL" --epochs "$EPOCHS"
+      --repeats "$REPEATS" --pool "$POOL" --epochs "$EPOCHS" --batch-size "$BATCH"
 done
-for dtype in float16 float32; do
+for dtype in $DTYPES; do
   check "k-centers N=$N d=$D budget=$BUDGET, $dtype" "greedy_k_centers|bandwidth" \
     python benchmarks/kcenters.py --device "$DEVICE" --n "$N" --d "$D" --budget "$BUDGET" --dtype "$dtype" \
       --data gaussian --skip svp plain
 done
 check "CIFAR-size epoch, both data paths" "^\| (digits|cifar)" \
   python benchmarks/data_path.py --device "$DEVICE" --repeats "$REPEATS" --pools $POOLS
-check "lightning-proxy fit, $PRECISION16, every callback" "val/acc|fit seconds" \
+check "lightning-proxy fit, $PRECISION16, every callback" "ranking files|fit seconds" \
   bash -c "start=\$SECONDS; lightning-proxy fit --config configs/digits.yaml --trainer.accelerator $ACCEL \
     --trainer.precision $PRECISION16 --trainer.max_epochs $FIT_EPOCHS --trainer.enable_progress_bar false \
     --trainer.default_root_dir $OUT/fit --trainer.logger.init_args.save_dir $OUT/fit \
