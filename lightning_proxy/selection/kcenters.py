@@ -286,7 +286,7 @@ def _farthest_first_pruned(
 
     def update(k: int, c: torch.Tensor, rows: slice | np.ndarray) -> None:
         """Distances from center ``k`` to ``rows`` (a slice: contiguous, no gather); keep the smaller."""
-        index = np.arange(n)[rows] if isinstance(rows, slice) else rows
+        index = np.arange(rows.start, min(rows.stop, n)) if isinstance(rows, slice) else rows
         src = work.rows_f32(x[rows]) if isinstance(rows, slice) else work.rows_f32(x, torch.from_numpy(rows))
         old = mind[index]
         maybe = work.may_come_closer(src, sqnorm_rows[index], c.numpy(), float(c_sqnorm[0]), old)
