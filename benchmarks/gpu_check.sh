@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_check.sh --smoke    # tiny sizes on the CPU, one precision and dtype: known to work beforehand
 # Checks: the callbacks' overhead in bf16-mixed and 16-mixed; k-centers at ImageNet size (N=1,281,167,
 # d=512, budget 128,117) in float16 and float32 against the read bandwidth measured on the card; one
-# CIFAR-size epoch's batches on both data paths; a short 16-mixed `lightning-proxy fit` with every callback.
+# epoch's batches (digits, CIFAR-size, Imagenette-size) on both data paths; a short 16-mixed
+# `lightning-proxy fit` with every callback.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
@@ -17,7 +18,7 @@ if [[ "${1:-}" == "--smoke" ]]; then
   POOLS=digits; POOL=2000; EPOCHS=1; BATCH=16; PRECISIONS="bf16-mixed"; DTYPES=float32
 else
   DEVICE=cuda; ACCEL=gpu; STEPS=200; REPEATS=3; N=1281167; D=512; BUDGET=128117; FIT_EPOCHS=3; PRECISION16=16-mixed
-  POOLS="digits cifar"; POOL=50000; EPOCHS=2; BATCH=128; PRECISIONS="bf16-mixed 16-mixed"; DTYPES="float16 float32"
+  POOLS="digits cifar imagenette"; POOL=50000; EPOCHS=2; BATCH=128; PRECISIONS="bf16-mixed 16-mixed"; DTYPES="float16 float32"
 fi
 STATUS=0
 printf '| check | result |\n| --- | --- |\n' > "$SUMMARY"
@@ -47,7 +48,7 @@ for dtype in $DTYPES; do
     python benchmarks/kcenters.py --device "$DEVICE" --n "$N" --d "$D" --budget "$BUDGET" --dtype "$dtype" \
       --data gaussian --skip svp plain
 done
-check "CIFAR-size epoch, both data paths" "^\| (digits|cifar)" \
+check "one epoch's batches, both data paths" "^\| (digits|cifar|imagenette)" \
   python benchmarks/data_path.py --device "$DEVICE" --repeats "$REPEATS" --pools $POOLS
 check "lightning-proxy fit, $PRECISION16, every callback" "ranking files|fit seconds" \
   bash -c "start=\$SECONDS; lightning-proxy fit --config configs/digits.yaml --trainer.accelerator $ACCEL \

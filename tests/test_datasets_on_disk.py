@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from fakedata import CIFAR10_NAMES, nearest_class, write_cifar, write_image_folders
+from torchvision.transforms import v2
 
 from lightning_proxy.datamodules import (
     CIFAR10DataModule,
@@ -28,6 +29,7 @@ from lightning_proxy.datamodules import cifar as cifar_module
 from lightning_proxy.datamodules import imagefolder as imagefolder_module
 from lightning_proxy.datamodules.download import download_and_verify
 from lightning_proxy.datamodules.imagefolder import IMAGENETTE_CLASSES, IMAGEWOOF_CLASSES
+from lightning_proxy.selection.ranking import pool_fingerprint
 
 FAST = {"batch_size": 8, "num_workers": 0, "pin_memory": False}
 
@@ -172,7 +174,7 @@ def test_fastai_release_reads_class_folders(tmp_path, cls, folder, names):
     write_image_folders(tmp_path / folder, written, {"train": 4, "val": 2}, size=(20, 24))
     (tmp_path / folder / "train" / written[0] / "notes.txt").write_text("not an image")
     (tmp_path / folder / "val" / ".cache").mkdir()
-    dm = cls(root=str(tmp_path), image_size=16, **FAST)
+    dm = cls(root=str(tmp_path), image_size=16, data_path="items", **FAST)
     raw = dm.build_pool("train", None)
     assert raw.wnids == sorted(names) and raw.classes == [names[w] for w in sorted(names)]
     assert len(raw) == 40 and np.bincount(raw.targets).tolist() == [4] * 10
@@ -185,9 +187,50 @@ def test_fastai_release_reads_class_folders(tmp_path, cls, folder, names):
     for pool in (dm.train_pool, dm.score_pool):
         image, _ = pool[3]
         assert image.shape == (3, 16, 16) and image.dtype == torch.float32
-    again = cls(root=str(tmp_path), image_size=16, **FAST).build_pool("train", None)
+    again = cls(root=str(tmp_path), image_size=16, data_path="items", **FAST).build_pool("train", None)
     assert np.array_equal(again.files, raw.files) and np.array_equal(again.targets, raw.targets)
     check_loaders(dm, (3, 16, 16))
+
+
+def test_folder_splits_are_decoded_once_at_the_stated_size(tmp_path, monkeypatch, capsys):
+    data_dir = write_image_folders(tmp_path / "imagenette2-160", sorted(IMAGENETTE_CLASSES), {"train": 3, "val": 2})
+    dm = ImagenetteDataModule(root=str(tmp_path), image_size=12, cache_size=16, **FAST)
+    dm.prepare_data()
+    assert "Decoding imagenette train (imagenette2-160) at 16 px" in capsys.readouterr().err
+    files = sorted(p.name for p in (data_dir / "decoded").iterdir())
+    assert len(files) == 2 and files[0].startswith("imagenette2-160-train-16px-")
+    assert files[1].startswith("imagenette2-160-val-16px-")
+    assert dm.uses_tensor_path and dm.pool_size == 30
+    per_file = ImagenetteDataModule(root=str(tmp_path), data_path="items", **FAST).build_pool("train", None)
+    square = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])
+    assert torch.equal(dm.train_pool.images, torch.stack([square(per_file[i][0]) for i in range(30)]))
+    assert np.array_equal(dm.targets, per_file.targets) and dm.fingerprint == pool_fingerprint(per_file.targets)
+    check_loaders(dm, (3, 12, 12))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(imagefolder_module, "decode_image", no_decoding)
+    again = ImagenetteDataModule(root=str(tmp_path), image_size=12, cache_size=16, **FAST)
+    assert torch.equal(again.train_pool.images, dm.train_pool.images)  # read from the file
+    monkeypatch.undo()
+
+    # another size, another folder content, another place: each its own file
+    ImagenetteDataModule(root=str(tmp_path), image_size=12, cache_size=14, **FAST).prepare_data()
+    assert len(list((data_dir / "decoded").glob("*-train-14px-*.npy"))) == 1
+    extra = data_dir / "train" / sorted(IMAGENETTE_CLASSES)[0]
+    (extra / "zz.png").write_bytes((extra / next(f for f in os.listdir(extra) if f.endswith(".png"))).read_bytes())
+    grown = ImagenetteDataModule(
+        root=str(tmp_path), image_size=12, cache_size=16, cache_dir=str(tmp_path / "c"), **FAST
+    )
+    assert grown.pool_size == 31 and len(list((tmp_path / "c").glob("imagenette2-160-train-16px-*.npy"))) == 1
+    assert not list((tmp_path / "c").glob(".*"))  # no temporary file left behind
+
+    (tmp_path / "a_file").write_text("")
+    blocked = ImagenetteDataModule(root=str(tmp_path), cache_dir=str(tmp_path / "a_file"), **FAST)
+    with pytest.raises(ValueError, match="cannot create the decoded-image cache folder.*--data.cache_dir"):
+        blocked.prepare_data()
+    assert not ImageNetDataModule(root=str(tmp_path)).caches_decoded  # too large to decode by default
 
 
 def test_fastai_release_size_picks_the_folder_and_url(tmp_path, monkeypatch):
@@ -200,7 +243,7 @@ def test_fastai_release_size_picks_the_folder_and_url(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(imagefolder_module, "download_and_verify", lambda *args: calls.append(args))
-    ImagenetteDataModule(root=str(tmp_path), release_size="full", download=True, **FAST).prepare_data()
+    ImagenetteDataModule(root=str(tmp_path), release_size="full", download=True, data_path="items").prepare_data()
     assert calls == [("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz", str(tmp_path))]
     with pytest.raises(ValueError, match="release_size"):
         ImagenetteDataModule(root=str(tmp_path), release_size="640")  # type: ignore[arg-type]
@@ -208,13 +251,16 @@ def test_fastai_release_size_picks_the_folder_and_url(tmp_path, monkeypatch):
 
 def test_corrupt_image_is_named(tmp_path):
     write_image_folders(tmp_path / "imagenette2-160", sorted(IMAGENETTE_CLASSES), {"train": 2, "val": 1})
-    pool = ImagenetteDataModule(root=str(tmp_path), **FAST).build_pool("train", None)
+    pool = ImagenetteDataModule(root=str(tmp_path), data_path="items", **FAST).build_pool("train", None)
     bad = pool.path(5)
     with open(bad, "wb") as f:
         f.write(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
     pool[4]
     with pytest.raises(ValueError, match=f"{bad}.*corrupt"):
         pool[5]
+    with pytest.raises(ValueError, match=f"{bad}.*corrupt"):  # found while decoding once, too
+        ImagenetteDataModule(root=str(tmp_path), **FAST).prepare_data()
+    assert not list((tmp_path / "imagenette2-160" / "decoded").iterdir())  # nothing half-written is kept
     os.remove(pool.path(6))
     with pytest.raises(FileNotFoundError, match=os.path.basename(pool.path(6))):
         pool[6]

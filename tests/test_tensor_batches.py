@@ -5,7 +5,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 
 from lightning_proxy.datamodules import CIFAR10DataModule, DigitsDataModule, SubsetSpec
-from lightning_proxy.datamodules.tensor_batches import BatchAugment, ShardedShuffle, TensorBatches
+from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView, ShardedShuffle, TensorBatches
 
 
 @pytest.mark.parametrize(("n", "world_size"), [(10, 1), (10, 3), (7, 2), (2, 4)])
@@ -63,11 +63,35 @@ def test_crop_and_flip_are_torchvisions_per_image():
 def test_resized_crop_of_the_whole_image_is_the_image_and_its_flip_the_mirror():
     images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     whole = BatchAugment(resized_crop=16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    assert torch.allclose(whole(images, torch.Generator()), images.float(), atol=1e-4)
+    assert torch.equal(whole(images, torch.Generator()), images)
     mirrored = BatchAugment(resized_crop=16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=1.0)
-    assert torch.allclose(mirrored(images, torch.Generator()), images.float().flip(-1), atol=1e-4)
+    assert torch.equal(mirrored(images, torch.Generator()), images.flip(-1))
     small = BatchAugment(resized_crop=8, scale=(0.1, 0.5))(images, torch.Generator().manual_seed(3))
-    assert small.shape == (4, 3, 8, 8) and small.min() >= 0 and small.max() <= 255
+    assert small.shape == (4, 3, 8, 8) and small.dtype == torch.uint8
+
+
+def test_resized_crops_on_the_cpu_are_torchvisions_for_the_same_boxes():
+    images = torch.randint(0, 256, (64, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    aug = BatchAugment(resized_crop=12, scale=(0.2, 1.0), flip_p=0.5)
+    out = aug(images, torch.Generator().manual_seed(6))
+    boxes = aug.crop_boxes(images, torch.Generator().manual_seed(6)).int().tolist()
+    flips = 0
+    for image, crop, (left, top, width, height) in zip(images, out, boxes, strict=True):
+        assert left >= 0 and left + width <= 24 and top >= 0 and top + height <= 20
+        expected = v2.functional.resized_crop(image, top, left, height, width, [12, 12], antialias=True)
+        assert torch.equal(crop, expected) or torch.equal(crop, expected.flip(-1))
+        flips += not torch.equal(crop, expected)
+    assert 16 < flips < 48
+    areas = [w * h / (20 * 24) for _, _, w, h in boxes]
+    assert min(areas) >= 0.2 - 0.05 and max(areas) <= 1.0 and np.std(areas) > 0.1  # spread over the scale
+
+
+@pytest.mark.parametrize(("side", "resize", "size"), [(20, 16, 12), (16, 16, 12), (16, 16, 16), (12, 18, 15)])
+def test_centre_view_is_torchvisions_resize_and_centre_crop(side, resize, size):
+    images = torch.randint(0, 256, (5, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    expected = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+    out = CentreView(size, resize)(images)
+    assert torch.equal(out, torch.stack([expected(image) for image in images]))
 
 
 def test_batches_are_normalised_as_torchvisions_transform():

@@ -7,8 +7,9 @@ sets ``name``, ``num_base_classes``, ``in_channels``, ``mean`` and ``std``, and 
 loader) lives here.
 
 Two data paths serve the same ``(images, targets, pool_indices)`` batches: pools held as one uint8 tensor
-(:class:`InMemoryImages`) are batched by indexing it (:mod:`~lightning_proxy.datamodules.tensor_batches`,
-the default for them), any other dataset item by item through a ``DataLoader``.
+(:class:`InMemoryImages`: digits, CIFAR, a folder dataset decoded once) are batched by indexing it
+(:mod:`~lightning_proxy.datamodules.tensor_batches`, the default for them), any other dataset item by
+item through a ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.tensor_batches import BatchAugment, TensorBatches
+from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView, TensorBatches
 from lightning_proxy.selection.ranking import pool_fingerprint
 from lightning_proxy.selection.subset import SubsetSpec, choose_classes, select_subset
 
@@ -166,6 +167,10 @@ class PoolDataModule(L.LightningDataModule):
         """Validation and scoring transform: no augmentation."""
         return v2.Compose(self._to_float())
 
+    def eval_view(self) -> CentreView | None:
+        """:meth:`eval_transform`'s geometry for whole batches of the pool tensor; None where it has none."""
+        return None
+
     def _to_float(self) -> list[Callable]:
         return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
 
@@ -274,7 +279,7 @@ class PoolDataModule(L.LightningDataModule):
             self.mean,
             self.std,
             shuffle=train,
-            augment=self.augmentation() if train else None,
+            augment=self.augmentation() if train else self.eval_view(),
             rank=rank,
             world_size=world_size,
             channels_last=images.device.type == "cuda",

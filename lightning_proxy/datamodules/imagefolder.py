@@ -13,9 +13,10 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.base import PoolDataModule
+from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
+from lightning_proxy.datamodules.decoded import cache_path, decoded_images
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
-from lightning_proxy.datamodules.tensor_batches import BatchAugment
+from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
@@ -113,26 +114,55 @@ class ImageFolderDataset(Dataset):
 
 
 class _ImageFolderDataModule(PoolDataModule):
-    """Shared folder reading, class checks and the random-resized-crop recipe.
+    """Shared folder reading, class checks, the random-resized-crop recipe and the decoded cache.
 
     Training: ``RandomResizedCrop(image_size, scale=crop_scale)`` and a flip; evaluation: resize the short
     side to ``image_size * resize_ratio`` and take the centre ``image_size`` square.
+
+    On the tensor data path (the default where ``decodes_once``) each split is decoded once into a
+    memory-mapped uint8 file (:mod:`~lightning_proxy.datamodules.decoded`): the shorter side resized to
+    ``cache_size`` and the centre square kept, so random resized crops come from that square (on 4:3
+    photos the per-item path also sees the outer eighths of the longer side). Evaluation resizes the square
+    to ``image_size * resize_ratio`` and keeps the centre ``image_size``, as the per-item path does.
+
+    Args:
+        image_size: side of the square training and evaluation crops.
+        cache_size: side of the decoded squares (default: the larger of 160 and the evaluation resize).
+        cache_dir: folder of the decoded files (default: ``decoded`` inside the dataset folder).
     """
 
     crop_scale: tuple[float, float] = (0.35, 1.0)
     resize_ratio: float = 1.0
     class_names: Mapping[str, str] | None = None
+    decodes_once: bool = True  # whether ``data_path auto`` decodes the pool once (it fits in memory)
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 8, image_size: int = 128, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 8,
+        image_size: int = 128,
+        cache_size: int | None = None,
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         if image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+        if cache_size is not None and cache_size < 1:
+            raise ValueError(f"cache_size must be a positive number of pixels, got {cache_size}")
         self.image_size = image_size
+        self.cache_size = cache_size or max(160, round(image_size * self.resize_ratio))
+        self.cache_dir = cache_dir
 
     @property
     def data_dir(self) -> Path:
         """The folder holding ``train`` and ``val``."""
         return Path(self.root)
+
+    @property
+    def caches_decoded(self) -> bool:
+        """Whether splits are read from the decoded cache (the tensor path) rather than file by file."""
+        return self.data_path == "tensor" or (self.data_path == "auto" and self.decodes_once)
 
     def layout(self) -> str:
         """The expected folder tree, for error messages."""
@@ -142,13 +172,25 @@ class _ImageFolderDataModule(PoolDataModule):
         """Where and how to get the dataset, for error messages."""
         raise NotImplementedError
 
-    def build_pool(self, split: str, transform: Callable | None) -> ImageFolderDataset:
+    def prepare_data(self) -> None:
+        """Decode both splits once (Lightning calls this on one process per node, before the others read)."""
+        if self.caches_decoded:
+            for split in ("train", "val"):
+                self.build_pool(split, None)
+
+    def build_pool(self, split: str, transform: Callable | None) -> ImageFolderDataset | InMemoryImages:
         split_dir = self.data_dir / split
         if not split_dir.is_dir():
             raise missing_dataset_error(self.name, split_dir, self.layout(), self.how_to_get())
         dataset = ImageFolderDataset(self.data_dir, split, transform, self.class_names)
         self._check_classes(split, dataset.wnids)
-        return dataset
+        if not self.caches_decoded:
+            return dataset
+        folder = Path(self.cache_dir) if self.cache_dir else self.data_dir / "decoded"
+        path = cache_path(folder, f"{self.data_dir.name}-{split}", self.cache_size, dataset.files, dataset.targets)
+        label = f"{self.name} {split} ({self.data_dir.name})"
+        images = decoded_images(dataset, path, self.cache_size, self.num_workers, label)
+        return InMemoryImages(images, dataset.targets, dataset.classes, transform)
 
     def _check_classes(self, split: str, wnids: list[str]) -> None:
         """Refuse a split whose class folders are not the dataset's: labels would silently shift."""
@@ -171,6 +213,9 @@ class _ImageFolderDataModule(PoolDataModule):
 
     def augmentation(self) -> BatchAugment:
         return BatchAugment(flip_p=self.flip_p, resized_crop=self.image_size, scale=self.crop_scale)
+
+    def eval_view(self) -> CentreView:
+        return CentreView(self.image_size, round(self.image_size * self.resize_ratio))
 
     def eval_transform(self) -> Callable:
         return v2.Compose(
@@ -230,6 +275,7 @@ class ImagenetteDataModule(_ImageFolderDataModule):
     def prepare_data(self) -> None:
         if self.download and not all((self.data_dir / split).is_dir() for split in ("train", "val")):
             download_and_verify(self.url, self.root)
+        super().prepare_data()
 
 
 class ImagewoofDataModule(ImagenetteDataModule):
@@ -257,6 +303,7 @@ class ImageNetDataModule(_ImageFolderDataModule):
 
     name = "imagenet"
     num_base_classes = 1000
+    decodes_once = False  # 1.28 M images: decoded item by item unless --data.data_path tensor
     crop_scale = (0.08, 1.0)
     resize_ratio = 256 / 224
 
@@ -284,3 +331,4 @@ class ImageNetDataModule(_ImageFolderDataModule):
     def prepare_data(self) -> None:
         if self.download and not (self.data_dir / "train").is_dir():
             raise missing_dataset_error(self.name, self.data_dir / "train", self.layout(), self.how_to_get())
+        super().prepare_data()

@@ -67,10 +67,10 @@ class BatchAugment:
         flat = ((top + rows) * width + left + cols).view(b, 1, h * w).expand(b, c, h * w)
         return torch.gather(padded.reshape(b, c, -1), 2, flat).view(b, c, h, w)
 
-    def _resized_crop(self, images: torch.Tensor, generator: torch.Generator, tries: int = 10) -> torch.Tensor:
-        """torchvision's RandomResizedCrop for a batch: ``tries`` candidate boxes per image, the first that fits,
-        else the whole image; bilinear resampling by ``roi_align`` (averaging ceil(crop / output) samples per pixel)."""
-        b, c, h, w = images.shape
+    def crop_boxes(self, images: torch.Tensor, generator: torch.Generator, tries: int = 10) -> torch.Tensor:
+        """torchvision's RandomResizedCrop boxes for a batch, ``B x 4`` as ``(left, top, width, height)``:
+        ``tries`` candidates per image, the first that fits, else the whole image."""
+        b, _, h, w = images.shape
         device = images.device
         area = h * w * torch.empty(b, tries, device=device).uniform_(*self.scale, generator=generator)
         log_ratio = torch.empty(b, tries, device=device).uniform_(
@@ -86,13 +86,56 @@ class BatchAugment:
         ch = torch.where(first >= 0, ch.gather(1, pick)[:, 0], float(h))
         x0 = (torch.rand(b, generator=generator, device=device) * (w - cw + 1)).floor()
         y0 = (torch.rand(b, generator=generator, device=device) * (h - ch + 1)).floor()
-        boxes = torch.stack([torch.arange(b, device=device, dtype=x0.dtype), x0, y0, x0 + cw, y0 + ch], dim=1)
+        return torch.stack([x0, y0, cw, ch], dim=1)
+
+    def _resized_crop(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Each image's :meth:`crop_boxes` box resized to ``resized_crop``, then flipped with ``flip_p``.
+
+        On the CPU every crop goes through torchvision's own antialiased uint8 kernel (the result is
+        ``v2.functional.resized_crop`` of the same box, and faster per image than one batched ``roi_align``);
+        on an accelerator one ``roi_align`` resamples the batch (averaging ceil(crop / output) bilinear
+        samples per pixel, so downscaling stays antialiased) and the result is float in ``[0, 255]``.
+        """
+        b, c = images.shape[:2]
         size = self.resized_crop
-        out = roi_align(images.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        boxes = self.crop_boxes(images, generator)
+        if images.device.type == "cpu":
+            out = torch.empty(b, c, size, size, dtype=images.dtype)
+            for i, (x0, y0, cw, ch) in enumerate(boxes.int().tolist()):
+                crop = images[i : i + 1, :, y0 : y0 + ch, x0 : x0 + cw]
+                out[i] = torch.nn.functional.interpolate(crop, (size, size), mode="bilinear", antialias=True)[0]
+        else:
+            x0, y0, cw, ch = boxes.unbind(1)
+            rois = torch.stack([torch.arange(b, device=images.device, dtype=x0.dtype), x0, y0, x0 + cw, y0 + ch], 1)
+            out = roi_align(images.float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         if self.flip_p > 0.0:
-            flip = torch.rand(b, generator=generator, device=device) < self.flip_p
+            flip = torch.rand(b, generator=generator, device=images.device) < self.flip_p
             out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)
-        return out.contiguous(memory_format=torch.channels_last)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CentreView:
+    """Evaluation geometry on square batches: resize to ``resize`` pixels, keep the centre ``size`` square.
+
+    torchvision's ``Resize(resize)`` then ``CenterCrop(size)``, for pools stored larger than the model's
+    input (a decoded folder dataset). On the CPU the resize is torchvision's own antialiased uint8 kernel.
+    """
+
+    size: int
+    resize: int
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"CentreView needs square images, got {tuple(images.shape[-2:])}")
+        if images.shape[-1] != self.resize:
+            if images.device.type != "cpu":
+                images = images.float()
+            images = torch.nn.functional.interpolate(
+                images, (self.resize, self.resize), mode="bilinear", antialias=True
+            )
+        top = int(round((self.resize - self.size) / 2.0))  # torchvision's centre
+        return images[..., top : top + self.size, top : top + self.size]
 
 
 class ShardedShuffle(Sampler[int]):
@@ -136,7 +179,8 @@ class TensorBatches:
         batch_size: images per batch (the last batch may be smaller).
         mean, std: per-channel normalisation of ``[0, 1]`` images.
         shuffle: a new order every epoch (training); else ``indices`` in order.
-        augment: training augmentation (:class:`BatchAugment`), or None.
+        augment: applied to every batch: the training augmentation (:class:`BatchAugment`), the evaluation
+            geometry of a pool stored larger than the model's input (:class:`CentreView`), or None.
         rank, world_size: this process's shard of every epoch.
         channels_last: batches in channels-last memory layout (faster convolutions on GPUs).
     """
@@ -152,7 +196,7 @@ class TensorBatches:
         mean: Sequence[float],
         std: Sequence[float],
         shuffle: bool = False,
-        augment: BatchAugment | None = None,
+        augment: BatchAugment | CentreView | None = None,
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
