@@ -7,10 +7,16 @@ jsonargparse from its signature and docstring in one way (``--config`` YAML and 
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
+
+from lightning_proxy.errors import USER_ERRORS, fail, known_training_options, user_message, wants_traceback
+
+TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class Command(NamedTuple):
@@ -35,22 +41,77 @@ COMMANDS: dict[str, Command] = {
 
 def run_command(name: str, argv: Sequence[str]) -> Any:
     """Parse ``argv`` for the command's function (its signature and docstring) and call it."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
     command = COMMANDS[name]
     module, function_name = command.target.split(":")
     function: Callable[..., Any] = getattr(importlib.import_module(module), function_name)
     summary = (function.__doc__ or command.description).split("\n\n")[0]  # the options carry the Args
-    parser = ArgumentParser(prog=f"lightning-proxy {name}", description=summary)
+    parser = ArgumentParser(
+        prog=f"lightning-proxy {name}", description=summary, exit_on_error=False, allow_abbrev=False
+    )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of this command's options")
     skip = set()
     if command.positional is not None:
         parser.add_argument(command.positional, nargs="+", help="ranking files (.npz) of one pool")
         skip.add(command.positional)
     parser.add_function_arguments(function, skip=skip, as_positional=False)
-    config = parser.parse_args(list(argv))
+    try:
+        config = parser.parse_args(list(argv))
+    except ArgumentError as error:
+        raise ArgumentError(None, user_message(error, lambda: list(parser.get_defaults().keys()))) from None
     kwargs = {k: v for k, v in config.as_dict().items() if k != "config"}
     return function(**kwargs)
+
+
+def check_training_args(argv: Sequence[str]) -> None:
+    """What a fit/validate/test/predict command line can be refused for without importing Lightning.
+
+    The config files exist and are YAML mappings, and the subset rule (the config's, then each
+    ``--data.subset.KEY VALUE`` in order) has known keys of the right types and consistent values, checked
+    by :class:`~lightning_proxy.selection.SubsetSpec` itself, and its ranking or indices file exists.
+    Everything else is left to the fit parser.
+    """
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    subset: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        key, eq, value = argv[i].partition("=")
+        takes_value = key in ("-c", "--config") or key.startswith(("--data.subset.", "--data.init_args.subset."))
+        if takes_value and not eq:
+            if i + 1 >= len(argv):
+                return  # the parser reports the missing value
+            value, i = argv[i + 1], i + 1
+        i += 1
+        if key in ("-c", "--config"):
+            path = Path(value)
+            if not path.is_file():
+                raise FileNotFoundError(f"--config {value}: no such file (paths are relative to {Path.cwd()})")
+            try:
+                config = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as error:
+                raise ValueError(f"--config {value} is not valid YAML: {str(error).splitlines()[0]}") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"--config {value} holds a {type(config).__name__}, expected a mapping of options")
+            data = config.get("data")
+            data = data.get("init_args", data) if isinstance(data, dict) else None
+            if isinstance(data, dict) and isinstance(data.get("subset"), dict):
+                subset |= data["subset"]
+        elif takes_value:
+            subset[key.rsplit(".", 1)[1]] = yaml.safe_load(value)
+    if not subset:
+        return
+    from lightning_proxy.selection.subset import SubsetSpec
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--data.subset", type=SubsetSpec)
+    spec = parser.instantiate_classes(parser.parse_object({"data": {"subset": subset}})).data.subset
+    for name in ("ranking", "indices"):
+        path = getattr(spec, name)
+        if isinstance(path, str) and not Path(path).is_file():
+            raise FileNotFoundError(f"--data.subset.{name} {path}: no such file (paths are relative to {Path.cwd()})")
 
 
 def cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
@@ -61,13 +122,28 @@ def cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
 
 
 def main(args: Sequence[str] | None = None) -> None:
+    """``lightning-proxy``: bad input ends in one line ``lightning-proxy: error: ...``; ``--debug`` (or
+    ``LIGHTNING_PROXY_DEBUG=1``) shows the traceback instead."""
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = wants_traceback(argv)
+    argv = [a for a in argv if a != "--debug"]
+    if args is None:
+        sys.argv[1:] = argv  # LightningCLI reads them itself (and warns when given args beside sys.argv)
+    try:
+        _run(argv, None if args is None else argv)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        command = argv[0] if argv and argv[0] in (*COMMANDS, *TRAINING_COMMANDS) else None
+        prog = f"lightning-proxy {command}" if command else "lightning-proxy"
+        known = known_training_options if command in TRAINING_COMMANDS else None
+        fail(prog, user_message(error, known), code=2 if isinstance(error, argparse.ArgumentError) else 1)
+
+
+def _run(argv: list[str], args: list[str] | None) -> None:
     from lightning_proxy.threads import apply_thread_policy
 
-    try:
-        apply_thread_policy()  # before any work: this process and every one it starts
-    except ValueError as error:
-        raise SystemExit(f"lightning-proxy: {error}") from None
-    argv = list(sys.argv[1:] if args is None else args)
+    apply_thread_policy()  # before any work: this process and every one it starts
     if argv and argv[0] in COMMANDS:
         run_command(argv[0], argv[1:])
         return
@@ -76,7 +152,9 @@ def main(args: Sequence[str] | None = None) -> None:
         for name, command in sorted(COMMANDS.items()):
             print(f"  {name:22s}{command.description}")
         print()
-    cli(args)  # None: LightningCLI reads sys.argv itself
+    if argv and argv[0] in TRAINING_COMMANDS:
+        check_training_args(argv[1:])
+    cli(args)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,19 @@ overrides came from. Its datamodule can be built alone, to read a pool size or a
 
 from __future__ import annotations
 
-import difflib
 import functools
-import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentError, Namespace
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_proxy.datamodules.base import PoolDataModule
+from lightning_proxy.errors import explain, suggestion
 from lightning_proxy.module import ClassificationModule
 
 
@@ -30,6 +30,29 @@ def link_data_to_model(parser: LightningArgumentParser) -> None:
     """The model learns its class count and input channels from the datamodule."""
     parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
     parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
+
+
+class ForgetFailedStart(Callback):
+    """A run that fails before its first training step leaves no log folder behind.
+
+    Otherwise every failed attempt keeps an empty ``version_N`` holding only its ``config.yaml``, and the
+    next run's folder is not the one the README names. Only the files a starting run writes are removed, and
+    the folder only when that leaves it empty.
+    """
+
+    STARTING_FILES = ("config.yaml", "hparams.yaml", "metrics.csv")
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.global_step > 0 or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        folder = Path(trainer.log_dir)
+        if not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            if path.is_file() and (path.name in self.STARTING_FILES or path.name.startswith("events.out.tfevents")):
+                path.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 class ProxyCLI(LightningCLI):
@@ -40,23 +63,40 @@ class ProxyCLI(LightningCLI):
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        strict = {"exit_on_error": False, "allow_abbrev": False}  # errors reach lightning-proxy's one line
         super().__init__(
             ClassificationModule,
             PoolDataModule,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            parser_kwargs={**strict, **{command: strict for command in self.subcommands()}},
+            trainer_defaults={"callbacks": [ForgetFailedStart()]},
             **kwargs,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         link_data_to_model(parser)
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """``predict`` of a checkpoint writes beside it, in ``<checkpoint without .ckpt>/`` (its scores and the
+        config), rather than in a new log version of the training run."""
+        ckpt = self.config.predict.get("ckpt_path") if self.subcommand == "predict" else None
+        if ckpt and Path(ckpt).is_file():
+            kwargs = {"logger": False, "default_root_dir": str(Path(ckpt).with_suffix("")), **kwargs}
+            # predict saves no checkpoint: ModelCheckpoint's notice that its unused folder moved is noise
+            warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
+        return super().instantiate_trainer(**kwargs)
+
+    def after_predict(self) -> None:
+        if self.trainer.is_global_zero:
+            print(f"predict wrote its files to {self.trainer.log_dir}", flush=True)
+
 
 @functools.cache
 def training_parser() -> LightningArgumentParser:
     """The options of ``lightning-proxy fit`` (what :class:`ProxyCLI` builds for its subcommand), for Python use."""
-    parser = LightningArgumentParser(exit_on_error=False)
+    parser = LightningArgumentParser(exit_on_error=False, allow_abbrev=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a training config (YAML)")
     parser.add_argument("--seed_everything", type=bool | int, default=True, help="seed of the run (True: random)")
     parser.add_lightning_class_args(Trainer, "trainer")
@@ -75,38 +115,6 @@ def _data_parser() -> LightningArgumentParser:
 
 class TrainingConfigError(ValueError):
     """A training config or override that the fit command's parser refuses; the message says where and why."""
-
-
-_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Problem with given class_path", "Given value type:")
-
-
-def explain(error: Exception) -> tuple[str, str]:
-    """``(key, what is wrong)`` from a jsonargparse error, without its union-type dump.
-
-    A nested error names its key piece by piece (``Parser key "data":`` ... ``Parser key "subset.fraction":``);
-    the first line that is neither a key nor part of the dump says what was wrong.
-    """
-    keys: list[str] = []
-    for raw in str(error).splitlines():
-        line = raw.strip().removeprefix("- ").strip()
-        if not line or line.startswith(_NOISE) or line.startswith("Given value:"):
-            continue
-        if found := re.fullmatch(r'Parser key "([^"]+)":', line):
-            keys.append(found[1])
-            continue
-        if found := re.fullmatch(r"Group '([\w.]+)' does not accept (?:nested key|option) '([\w.]+)'", line):
-            return ".".join([*keys, found[1], found[2]]), "is not an option"
-        if found := re.fullmatch(r"Option '([\w.]+)' is not accepted", line):
-            return ".".join([*keys, found[1]]), "is not an option"
-        what = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", line)
-        return ".".join(keys), what[0].lower() + what[1:]
-    return ".".join(keys), str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def _suggestion(key: str, known: list[str]) -> str:
-    """``; did you mean trainer.max_epochs?`` for a key that is a typo of a known one."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ class Training:
         except ArgumentError as error:
             key, what = explain(error)
             known = [k.replace(".init_args.", ".") for k in list(base.keys())]
-            hint = _suggestion(key, known) if what == "is not an option" else ""
+            hint = suggestion(key, known) if what == "is not an option" else ""
             sep = " " if what == "is not an option" else ": "
             raise TrainingConfigError(f"{self.origin} (over {self.config}): {key}{sep}{what}{hint}") from None
 

@@ -3,6 +3,8 @@
 import csv
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,7 @@ def test_help_lists_every_option(capsys):
         assert option in out
 
 
-def test_digits_subset_from_the_command_line(tmp_path):
+def test_digits_subset_from_the_command_line_and_predict_of_its_checkpoint(tmp_path, capsys):
     run = cli(
         [
             "fit",
@@ -135,29 +137,95 @@ def test_digits_subset_from_the_command_line(tmp_path):
         assert metadata["num_examples"] == dm.pool_size and metadata["fingerprint"] == dm.fingerprint
     assert np.load(run_dir / "embeddings.npy").shape == (dm.pool_size, 64)
 
+    # predict of the checkpoint (the config already has PostTrainingScores) writes beside it and says where
+    (checkpoint,) = (run_dir / "checkpoints").glob("*.ckpt")
+    main(
+        [
+            "predict",
+            "--config",
+            str(CONFIGS / "digits.yaml"),
+            "--ckpt_path",
+            str(checkpoint),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--data.subset.classes",
+            "[1, 4, 7]",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    scored = checkpoint.with_suffix("")
+    assert f"predict wrote its files to {scored}" in capsys.readouterr().out
+    assert sorted(p.name for p in scored.iterdir()) == sorted(
+        ["config.yaml", "embeddings.npy", "entropy.npz", "least_confidence.npz", "loss.npz", "margin.npz"]
+    )
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == [run_dir.name]  # no new log version
+    for name in ("loss", "margin"):
+        with np.load(run_dir / f"{name}.npz") as fit, np.load(scored / f"{name}.npz") as predicted:
+            assert np.array_equal(fit["indices"], predicted["indices"])
+            np.testing.assert_allclose(fit["scores"], predicted["scores"], rtol=1e-5, atol=1e-6)
+            assert json.loads(str(predicted["metadata"]))["epochs"] == 1  # the checkpoint's trained epochs
+
+
+def last_error_line(argv: list[str], capsys) -> str:
+    """The last line ``lightning-proxy`` prints on stderr for ``argv``, which must fail without a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code in (1, 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["--data.subset.fraction", "1.5"], r"\(0, 1\]"),
-        (["--model.arch", "resnet9000"], "resnet9000"),
-        (["--data.subset.classes", "[ten, 3]"], "unknown class names"),
-        (["--data.subset.classes", "[3]"], "at least 2"),
+        (["--data.subset.fraction", "1.5"], r"subset.fraction must be in \(0, 1\], got 1.5"),
+        (["--data.subset.fraction=abc"], r"data.subset.fraction: expected a float. Got value: abc"),
+        (
+            ["--data.subset.fracton", "0.5"],
+            r"--data.subset.fracton is not an option; did you mean --data.subset.fraction\?",
+        ),
+        (["--trainer.max_epoch", "3"], r"--trainer.max_epoch is not an option; did you mean --trainer.max_epochs\?"),
+        (["--model.arch", "resnet2O"], r"Unknown model 'resnet2O'. Did you mean 'preact_resnet20', .*"),
+        (["--data.subset.classes", "[ten, 3]"], r"unknown class names \['ten'\].*"),
+        (["--data.subset.classes", "[3]"], r".*at least 2.*"),
+        (["--data.subset.ranking", "missing.npz"], r"--data.subset.ranking missing.npz: no such file .*"),
     ],
 )
-def test_bad_input_fails_before_training_with_a_clear_message(override, message, tmp_path, capsys):
-    with pytest.raises((ValueError, SystemExit)) as err:
-        cli(
-            [
-                "fit",
-                "--config",
-                str(CONFIGS / "digits.yaml"),
-                "--trainer.default_root_dir",
-                str(tmp_path),
-                "--trainer.logger",
-                "false",
-                *override,
-            ]
-        )
-    text = str(err.value) + capsys.readouterr().err
-    assert re.search(message, text), text
+def test_bad_input_ends_in_one_clear_line_and_leaves_no_run_folder(override, message, tmp_path, capsys):
+    argv = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    line = last_error_line([*argv, *override], capsys)
+    assert re.fullmatch(f"lightning-proxy fit: error: {message}", line), line
+    assert not list(tmp_path.rglob("version_*"))  # a fit that failed before its first step left nothing
+
+
+def test_debug_shows_the_traceback_instead(tmp_path):
+    with pytest.raises(ValueError, match=r"subset.fraction must be in \(0, 1\]"):
+        main(["fit", "--config", str(CONFIGS / "digits.yaml"), "--data.subset.fraction", "1.5", "--debug"])
+
+
+def test_values_are_checked_before_lightning_is_imported():
+    code = (
+        "import sys\nfrom lightning_proxy.cli import main\ntry:\n"
+        f"    main(['fit', '--config', {str(CONFIGS / 'digits.yaml')!r}, '--data.subset.fraction', '1.5'])\n"
+        "except SystemExit as e:\n    print(e.code, 'lightning.pytorch' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["1", "False"], run.stdout + run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("lightning-proxy fit: error: subset.fraction")
+
+
+def test_experiment_options_are_checked_before_any_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    base = ["coreset", "--config", "configs/coreset_digits.yaml", "--output", str(tmp_path / "out")]
+    line = last_error_line([*base, "--target_args", "{trainer.max_epocs: 1}"], capsys)
+    assert line == (
+        "lightning-proxy coreset: error: target_args (with data_args) (over configs/digits.yaml): "
+        "trainer.max_epocs is not an option; did you mean trainer.max_epochs?"
+    )
+    line = last_error_line([*base, "--target_args", "{trainer.max_epoch: 1}"], capsys)  # no abbreviations
+    assert line.endswith("trainer.max_epoch is not an option; did you mean trainer.max_epochs?")
+    line = last_error_line([*base, "--fractons", "[0.3]"], capsys)
+    assert line == "lightning-proxy coreset: error: --fractons is not an option; did you mean --fractions?"
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written

@@ -50,5 +50,5 @@ def test_the_command_refuses_a_bad_setting_in_one_line():
     )
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
-        f"lightning-proxy: {ENV}='none' from the environment: give a positive number of threads, or 'auto'"
+        f"lightning-proxy: error: {ENV}='none' from the environment: give a positive number of threads, or 'auto'"
     ]

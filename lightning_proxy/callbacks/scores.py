@@ -134,7 +134,8 @@ class PostTrainingScores(ExampleStatistic):
         _broadcast_buffers(trainer, pl_module)
         was_training = pl_module.training
         pl_module.eval()
-        progress = tqdm(loader, desc="Scoring the pool", disable=not trainer.is_global_zero, leave=False)
+        quiet = not trainer.is_global_zero or trainer.progress_bar_callback is None
+        progress = tqdm(loader, desc="Scoring the pool", disable=quiet, leave=False)
         with torch.no_grad(), trainer.precision_plugin.predict_step_context():
             for batch_idx, batch in enumerate(progress):
                 if trainer.fast_dev_run and batch_idx >= int(trainer.fast_dev_run):
@@ -201,8 +202,14 @@ class PostTrainingScores(ExampleStatistic):
             logits, features = outputs, None
         self._add(logits, features, targets, indices)
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Keep the checkpoint's trained epochs for the rankings ``predict`` writes: the fit loop's count of epochs
+        whose batches all ran (an end-of-epoch checkpoint of epoch index 14 has trained 15)."""
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        self._checkpoint_epochs = progress.get("processed", checkpoint.get("epoch"))
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish(trainer, pl_module, epochs=None)
+        self._finish(trainer, pl_module, epochs=getattr(self, "_checkpoint_epochs", None))
 
     # --- embeddings --------------------------------------------------------------------------------------
     def _write_embeddings(self, trainer: L.Trainer) -> None:

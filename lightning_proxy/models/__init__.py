@@ -53,7 +53,17 @@ def available_models() -> list[str]:
 
 
 def _suggest(name: str, candidates: list[str]) -> str:
-    matches = difflib.get_close_matches(name, candidates, n=3)
+    """Up to three close names; a letter typed for a digit after digits (``resnet2O``) is read as the digit,
+    and a candidate also matches without its family prefix (``resnet20`` for ``preact_resnet20``)."""
+    typed = {name, re.sub(r"(?<=\d)[Oo]", "0", re.sub(r"(?<=\d)[lI]", "1", name))}
+
+    def score(candidate: str) -> tuple[float, float]:
+        forms = {candidate, candidate.removeprefix("preact_"), candidate.removeprefix("x")}
+        best = max(difflib.SequenceMatcher(None, t, f).ratio() for t in typed for f in forms)
+        return best, difflib.SequenceMatcher(None, name, candidate).ratio()  # ties: the name as typed
+
+    ranked = sorted(candidates, key=score, reverse=True)
+    matches = [c for c in ranked[:3] if score(c)[0] >= 0.6]
     return f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
 
 

@@ -1,0 +1,96 @@
+"""Bad input as one clear line: what was wrong, where it came from, how to fix it.
+
+Imports nothing heavy, so the command line can check what it can before Lightning is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable
+
+DEBUG_ENV = "LIGHTNING_PROXY_DEBUG"
+
+# what a user's input can cause; anything else is a bug and keeps its traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    argparse.ArgumentError,
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    NotADirectoryError,
+)
+
+
+def wants_traceback(argv: list[str]) -> bool:
+    """``--debug`` on the command line or ``LIGHTNING_PROXY_DEBUG`` set (not 0): show tracebacks."""
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
+
+
+def fail(prog: str, message: str, code: int = 1) -> None:
+    """Print ``prog: error: message`` as the last thing on stderr and exit with ``code``."""
+    sys.stdout.flush()
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def user_message(error: BaseException, known: Callable[[], list[str]] | None = None) -> str:
+    """The message of a user error; a parser's error reduced to its key and what was wrong, with the nearest
+    of the ``known`` option names (called only for an unknown option) as a suggestion."""
+    if not isinstance(error, argparse.ArgumentError):
+        return str(error) or type(error).__name__
+    key, what = explain(error)
+    if found := re.fullmatch(r"unrecognized arguments: --([\w.]+)(?:[= ].*)?", what):
+        key, what = found[1], "is not an option"
+    if what == "is not an option":
+        return f"--{key} is not an option" + (suggestion(key, known(), "--") if known else "")
+    return f"{key}: {what}" if key else what
+
+
+_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Problem with given class_path", "Given value type:")
+
+
+def explain(error: Exception) -> tuple[str, str]:
+    """``(key, what is wrong)`` from a jsonargparse error, without its union-type dump.
+
+    A nested error names its key piece by piece (``Parser key "data":`` ... ``Parser key "subset.fraction":``);
+    the first line that is neither a key nor part of the dump says what was wrong.
+    """
+    keys: list[str] = []
+    for raw in str(error).splitlines():
+        line = raw.strip().removeprefix("- ").strip()
+        if not line or line.startswith(_NOISE) or line.startswith("Given value:"):
+            continue
+        if found := re.fullmatch(r'Parser key "([^"]+)":', line):
+            keys.append(found[1])
+            continue
+        if found := re.fullmatch(r"Group '([\w.]+)' does not accept (?:nested key|option) '([\w.]+)'", line):
+            return ".".join([*keys, found[1], found[2]]), "is not an option"
+        if found := re.fullmatch(r"Option '([\w.]+)' is not accepted", line):
+            return ".".join([*keys, found[1]]), "is not an option"
+        what = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", line)
+        return ".".join(keys), what[0].lower() + what[1:]
+    return ".".join(keys), str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def suggestion(key: str, known: list[str], prefix: str = "") -> str:
+    """``; did you mean trainer.max_epochs?`` for a key that is a typo of a known one."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def known_training_options() -> list[str]:
+    """The option names of ``lightning-proxy fit`` (imports Lightning: only for an error message)."""
+    import inspect
+    from dataclasses import fields
+
+    from lightning_proxy import datamodules
+    from lightning_proxy.selection.subset import SubsetSpec
+    from lightning_proxy.training import training_parser
+
+    keys = [key.replace(".init_args.", ".") for key in training_parser().get_defaults().keys()]  # noqa: SIM118 (a Namespace iterates items)
+    data_classes = [c for c in vars(datamodules).values() if isinstance(c, type) and c.__name__.endswith("DataModule")]
+    keys += [f"data.{name}" for c in data_classes for name in inspect.signature(c.__init__).parameters]
+    return keys + [f"data.subset.{f.name}" for f in fields(SubsetSpec)]
