@@ -1,0 +1,147 @@
+"""Every command in the README's code blocks, as written, in a fresh folder; then the paths the README names.
+
+A command that trains gets small overrides appended (one epoch, fewer methods or strategies), nothing else:
+an edit of the README that breaks a command or renames an output fails here.
+"""
+
+import glob
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lightning_proxy.cli import check_training_args, main
+
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
+
+TINY = "model.arch: preact_resnet8, trainer.max_epochs: 1"
+# appended to a command by its first words: enough to run it quickly, never changing what it writes where
+OVERRIDES = {
+    "coreset": [
+        *("--methods", "[forgetting, random]", "--fractions", "[0.3]"),
+        *("--proxy_args", f"{{{TINY}}}", "--target_args", f"{{{TINY}}}"),
+    ],
+    "active": [
+        *("--methods", "[least_confidence]", "--selectors", "[proxy]", "--budgets", "[0.2]"),
+        *("--proxy_args", f"{{{TINY}, trainer.limit_val_batches: 0}}", "--target_args", f"{{{TINY}}}"),
+    ],
+    "sweep": [
+        *("--datasets", "{digits: {config: configs/sweep_digits_target.yaml, args: {trainer.max_epochs: 2}}}"),
+        *("--grid", "{model.lr: [3.0e-2]}", "--strategies", "{epochs: [1]}"),
+    ],
+    "fit --config configs/digits.yaml": ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"],
+    "predict": ["--trainer.enable_progress_bar", "false"],
+}
+PARSE_ONLY = ("imagenet",)  # needs the data set and 4+ GPUs: its config is resolved and printed, not trained
+NOT_RUN_HERE = ("pip ", "pytest")  # .ci/run installs and tests exactly so
+
+
+def code_blocks(text: str) -> list[tuple[int, str, str]]:
+    """``(line number, language, code)`` of every fenced block."""
+    return [
+        (text[: m.start()].count("\n") + 2, m["lang"], m["code"])
+        for m in re.finditer(r"^```(?P<lang>\w*)\n(?P<code>.*?)^```$", text, re.M | re.S)
+    ]
+
+
+def shell_lines(code: str) -> list[str]:
+    """The commands of a bash block: continuations joined, comments and blank lines dropped."""
+    joined = code.replace("\\\n", " ")
+    return [line for line in (shlex.join(shlex.split(raw, comments=True)) for raw in joined.splitlines()) if line]
+
+
+def expand(words: list[str]) -> list[str]:
+    """Glob patterns expanded as the shell does (sorted; left as written when nothing matches)."""
+    out = []
+    for word in words:
+        matches = sorted(glob.glob(word)) if any(c in word for c in "*?[") and "/" in word else []
+        out += matches or [word]
+    return out
+
+
+def run_shell(line: str, capsys) -> None:
+    words = expand(shlex.split(line))
+    if words[0] != "lightning-proxy":
+        assert line.startswith("--"), f"README: {line!r} is neither lightning-proxy nor a fragment of its options"
+        check_training_args(words)  # a subset rule: keys, types, values and files, as the command checks them
+        return
+    args = words[1:]
+    for start, extra in OVERRIDES.items():
+        if " ".join(args).startswith(start):
+            args += extra
+    if any(name in line for name in PARSE_ONLY):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--print_config"])
+        assert exit_info.value.code == 0 and "class_path" in capsys.readouterr().out
+        return
+    main(args)
+
+
+def named_paths(text: str) -> list[str]:
+    """Glob patterns of what the README says the commands write: every backticked ``runs/...`` path and the
+    files listed under each "It writes into `runs/X/`:"."""
+    general = {
+        re.sub(r"<[^>]+>", "*", re.sub(r"epoch=\d+-step=\d+", "epoch=*-step=*", p))
+        for p in re.findall(r"`(runs/[^`\s]+)`", text)
+    }
+    for folder, listing in re.findall(r"It writes into `(runs/[^`]+)`:\n\n((?:(?:- |  ).*\n)+)", text):
+        tokens = list(re.finditer(r"`([^`\s]+)`", listing))
+        for i, token in enumerate(tokens):
+            name = token[1]
+            if name.startswith("."):  # `x.png` / `.csv`: the same stem; `as .npy`: some file of that kind
+                previous = tokens[i - 1]
+                between = listing[previous.end() : token.start()]
+                name = Path(previous[1]).stem + name if between.strip() == "/" else "*" + name
+            general.add(f"{folder.rstrip('/')}/**/{name}")
+    return sorted(general)
+
+
+def test_every_readme_command_runs_as_written_and_writes_what_it_names(tmp_path, monkeypatch, capsys):
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    text = README.read_text()
+    ran = 0
+    for line_number, language, code in code_blocks(text):
+        where = f"README.md line {line_number}"
+        if language == "bash":
+            for line in shell_lines(code):
+                if line.startswith(NOT_RUN_HERE):
+                    continue
+                try:
+                    run_shell(line, capsys)
+                except BaseException as error:
+                    raise AssertionError(f"{where}: {line}\nfailed with {error!r}") from error
+                ran += 1
+        elif language == "python":
+            try:
+                exec(compile(code, where, "exec"), {"__name__": "readme"})
+            except BaseException as error:
+                raise AssertionError(f"{where}: the Python example failed with {error!r}") from error
+            ran += 1
+    assert ran >= 15, f"only {ran} README commands found: has the README's layout changed?"
+
+    missing = [p for p in named_paths(text) if not glob.glob(p, recursive=True)]
+    assert not missing, f"the README names paths its commands did not write: {missing}"
+
+
+def test_named_paths_reads_listings_and_placeholders():
+    text = (
+        "see `runs/a/<strategy>/x.json` and `runs/b/checkpoints/epoch=14-step=180/`.\n"
+        "It writes into `runs/c/`:\n\n- `r.csv`: rows;\n- `f.png` / `.csv`: figure;\n"
+        "- folders (`seed0/p`) with\n  `state.json` and the sets as `.npy`.\n\nAfter.\n"
+    )
+    assert named_paths(text) == sorted(
+        [
+            "runs/a/*/x.json",
+            "runs/b/checkpoints/epoch=*-step=*/",
+            "runs/c/",
+            "runs/c/**/r.csv",
+            "runs/c/**/f.png",
+            "runs/c/**/f.csv",
+            "runs/c/**/seed0/p",
+            "runs/c/**/state.json",
+            "runs/c/**/*.npy",
+        ]
+    )
