@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,10 +141,16 @@ def main(args: Sequence[str] | None = None) -> None:
         fail(prog, user_message(error, known), code=2 if isinstance(error, argparse.ArgumentError) else 1)
 
 
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    """Lightning's advertising tips (litlogger, litmodels) say nothing about the run: not on our command line."""
+    return not str(record.msg).startswith("💡 Tip:")
+
+
 def _run(argv: list[str], args: list[str] | None) -> None:
     from lightning_proxy.threads import apply_thread_policy
 
     apply_thread_policy()  # before any work: this process and every one it starts
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)
     if argv and argv[0] in COMMANDS:
         run_command(argv[0], argv[1:])
         return

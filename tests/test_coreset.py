@@ -1,5 +1,6 @@
 """The coreset experiment end to end on digits (tiny trainings), its resume, and compare-rankings."""
 
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -44,9 +45,14 @@ def tiny_coreset(output: Path, **kw):
     return coreset_module.coreset(**{**args, **kw})
 
 
-def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsys):
-    summary = tiny_coreset(tmp_path / "straight")
+def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        summary = tiny_coreset(tmp_path / "straight")
     out = tmp_path / "straight"
+    said = [record.getMessage() for record in caplog.records]
+    assert sum(m.startswith("GPU available") for m in said) == 1, "Lightning's start-up lines, once per experiment"
+    assert sum(m.startswith("Seed set to") for m in said) == 1
+    assert "-" in (out / "summary.txt").read_text() and "nan" not in (out / "summary.txt").read_text().lower()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 14 and lines[0].startswith("[1/14] proxy: error ")  # one line per finished training
     assert lines[1].startswith("[2/14] full: error ") and lines[-1].startswith("[14/14] oracle_forgetting 0.6: ")

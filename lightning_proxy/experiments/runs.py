@@ -8,9 +8,12 @@ has one, so a killed experiment picks up at the first unfinished training and ne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +103,33 @@ def _duration(seconds: float) -> str:
 
 
 # --- one training --------------------------------------------------------------------------------------------
+# Lightning's start-up lines (seed, devices, the step estimate, why fit stopped): said once per experiment
+_LIGHTNING_INFO = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
+
+
+@contextlib.contextmanager
+def _lightning_info(shown: bool) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_INFO]
+    levels = [logger.level for logger in loggers]
+    if not shown:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # the run's folder holds its own files (and a killed attempt's, whose metrics train() removed)
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            if not shown:  # Lightning's own deprecation notice on this torch, once is enough
+                warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def read_result(folder: Path) -> dict[str, Any] | None:
     path = folder / RESULT
     return json.loads(path.read_text()) if path.is_file() else None
@@ -136,13 +166,15 @@ def train(
     the experiment's :class:`Progress` and this run's label, for its line when it finishes.
 
     A run keeps no checkpoint and makes no sanity pass: what an experiment keeps of it is its result, its
-    config and the callbacks' files, and a killed run starts again from its beginning.
+    config and the callbacks' files, and a killed run starts again from its beginning (its partial metrics
+    dropped). Lightning's start-up lines are shown for an experiment's first training only.
     """
     done = read_result(folder)
     if done is not None:
         if progress is not None:
             progress[0].finished(progress[1], done, trained=False)
         return done
+    (folder / "metrics.csv").unlink(missing_ok=True)  # a killed attempt's: this one starts from its beginning
     logger = {
         "class_path": "lightning.pytorch.loggers.CSVLogger",
         "init_args": {"save_dir": str(folder), "name": "", "version": ""},
@@ -158,12 +190,13 @@ def train(
             **({"trainer.callbacks": callbacks} if callbacks is not None else {}),
         }
     )
-    trainer, model, datamodule = run.instantiate()
-    history = _validation_history()
-    trainer.callbacks.append(history)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule)
-    seconds = time.perf_counter() - start
+    with _lightning_info(shown=progress is None or progress[0].trained == 0):
+        trainer, model, datamodule = run.instantiate()
+        history = _validation_history()
+        trainer.callbacks.append(history)
+        start = time.perf_counter()
+        trainer.fit(model, datamodule)
+        seconds = time.perf_counter() - start
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training in {folder} was interrupted; start the experiment again to resume")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -196,10 +229,11 @@ def write_report(
     extra: Iterable[tuple[str, str, Any]] = (),
 ) -> None:
     """``results.csv``, ``summary.csv`` and ``summary.txt`` (``title``, the summary, then each ``extra``
-    ``(heading, csv name, frame)``, whose frame also goes to its CSV), written atomically; then the figures."""
+    ``(heading, csv name, frame)``, whose frame also goes to its CSV), written atomically; then the figures.
+    A standard deviation of one seed is undefined: the CSV keeps it empty, the text shows ``-``."""
     write_csv(out / "results.csv", results)
     write_csv(out / "summary.csv", summary)
-    text = [title, "", summary.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    text = [title, "", summary.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")]
     for heading, name, frame in extra:
         write_csv(out / name, frame)
         text += ["", heading, frame.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
