@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ExampleStatistic, ForgettingEvents, PostTrainingScores
 from lightning_proxy.datamodules import DigitsDataModule, IndexedDataset, SubsetSpec
 from lightning_proxy.module import ClassificationModule
-from lightning_proxy.selection import aggregate_rankings, load_ranking
+from lightning_proxy.selection import aggregate_rankings, load_ranking, pool_fingerprint
+from lightning_proxy.selection.subset import select_subset
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -267,6 +268,26 @@ def test_readme_adoption_example_runs_with_a_foreign_module(tmp_path, monkeypatc
         expected = F.cross_entropy(model(points), labels, reduction="none").numpy()
     loss = load_ranking(tmp_path / "rankings" / "loss.npz")
     np.testing.assert_allclose(loss.scores, expected[loss.indices], rtol=1e-4, atol=1e-6)
+    assert loss.metadata["fingerprint"] == pool_fingerprint(labels.numpy())  # from data.targets
+    # the user's own scores: a ranking file the subset rules take, the farthest points first
+    far = SubsetSpec(ranking=str(tmp_path / "rankings" / "distance.npz"), fraction=0.1)
+    chosen = select_subset(far, labels.numpy(), ["a", "b", "c"])
+    assert sorted(chosen.tolist()) == sorted(np.argsort(-points.norm(dim=1).numpy())[:30].tolist())
+
+
+def test_a_num_examples_below_the_pool_fails_with_the_index_it_met(tmp_path):
+    targets = np.zeros(7, dtype=int)
+    logits = logits_from_correctness(np.ones((1, 7), dtype=bool), targets)
+    with pytest.raises(ValueError, match=r"ForgettingEvents: a batch holds pool index [3-6], but num_examples is 3"):
+        scripted_fit(logits, targets, [ForgettingEvents(dirpath=str(tmp_path), num_examples=3, observe_every=1)])
+
+
+def test_a_datamodule_without_targets_is_warned_about(tmp_path):
+    targets = np.zeros(4, dtype=int)
+    logits = logits_from_correctness(np.ones((1, 4), dtype=bool), targets)
+    with pytest.warns(UserWarning, match="neither `targets` nor `fingerprint`.*give the datamodule a `targets`"):
+        scripted_fit(logits, targets, [EL2N(dirpath=str(tmp_path), num_examples=4)])
+    assert load_ranking(tmp_path / "el2n.npz").metadata["fingerprint"] == "unknown"
 
 
 def test_ranking_metadata_names_the_statistic_not_the_file(tmp_path):

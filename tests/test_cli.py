@@ -135,7 +135,11 @@ def test_digits_subset_from_the_command_line_and_predict_of_its_checkpoint(tmp_p
             metadata["statistic"] == name and metadata["dataset"] == "digits" and metadata["model"] == "preact_resnet20"
         )
         assert metadata["num_examples"] == dm.pool_size and metadata["fingerprint"] == dm.fingerprint
+        assert metadata["subset"]["classes"] == ["1", "4", "7"] and metadata["subset"]["fraction"] == 0.5
+        assert metadata["train_examples"] == len(dm.train_indices)
     assert np.load(run_dir / "embeddings.npy").shape == (dm.pool_size, 64)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes  # the embeddings too, as every other output
 
     # predict of the checkpoint (the config already has PostTrainingScores) writes beside it and says where
     (checkpoint,) = (run_dir / "checkpoints").glob("*.ckpt")

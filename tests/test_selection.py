@@ -263,3 +263,61 @@ def test_aggregate_rankings_command(tmp_path, capsys):
     merged = load_ranking(tmp_path / "m.npz")
     assert np.allclose(merged.scores, 9.5) and merged.indices.tolist() == list(range(20))  # ties by index
     assert merged.metadata["seeds"] == [0, 1] and "mean of 2 runs" in capsys.readouterr().out
+
+
+def test_aggregate_refuses_other_models_unless_mixing_is_allowed():
+    a = seed_run([1.0, 2.0], seed=1, indices=[0, 1], model="preact_resnet8")
+    b = seed_run([3.0, 0.0], seed=2, indices=[0, 1], model="preact_resnet20")
+    with pytest.raises(ValueError, match="model='preact_resnet20'.*allow_mixed"):
+        aggregate_rankings([a, b])
+    mixed = aggregate_rankings([a, b], allow_mixed=True)
+    assert mixed.metadata["model"] == ["preact_resnet8", "preact_resnet20"] and mixed.metadata["mixed"] == ["model"]
+    assert dict(zip(mixed.indices.tolist(), mixed.scores.tolist(), strict=True)) == {0: 2.0, 1: 1.0}
+    other_size = seed_run([1.0, 2.0], seed=2, indices=[0, 1], num_examples=7)
+    with pytest.raises(ValueError, match="pool of 7 examples"):
+        aggregate_rankings([a, other_size], allow_mixed=True)  # indices of other pools mean other examples
+
+
+class Pool:
+    """A datamodule of a user's own: its pool's targets and nothing else of ours."""
+
+    targets = TARGETS
+
+
+def test_for_pool_makes_a_ranking_the_subset_rules_accept(tmp_path):
+    scores = np.linspace(0.0, 1.0, 20)[::-1]  # example 0 scores highest
+    for pool in (Pool(), TARGETS, TARGETS.tolist()):
+        ranking = Ranking.for_pool(scores, pool, "own", direction="higher_is_harder")
+        assert ranking.metadata["num_examples"] == 20 and ranking.metadata["fingerprint"] == pool_fingerprint(TARGETS)
+        path = save_ranking(tmp_path / "own.npz", ranking)
+        chosen = select_subset(SubsetSpec(ranking=str(path), fraction=0.25), TARGETS, CLASSES)
+        assert sorted(chosen.tolist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="neither a fingerprint nor targets"):
+        Ranking.for_pool(scores, object(), "own")
+    with pytest.raises(ValueError, match="outside the pool"):
+        Ranking.for_pool([1.0, 2.0], Pool(), "own", indices=[3, 20])
+
+
+def test_from_order_ranks_the_first_chosen_highest(tmp_path):
+    order = [7, 2, 11]
+    ranking = Ranking.from_order(order, TARGETS, "kcenters", budget=3)
+    assert ranking.indices.tolist() == order and ranking.metadata["direction"] == "higher_is_chosen_first"
+    again = load_ranking(save_ranking(tmp_path / "k.npz", ranking))
+    assert again.indices.tolist() == order and again.metadata["budget"] == 3
+    # a ranking of the same pool names it as well as the targets do
+    assert Ranking.from_order(order, again, "kcenters").metadata["fingerprint"] == pool_fingerprint(TARGETS)
+
+
+@pytest.mark.parametrize(
+    "metadata, indices, message",
+    [
+        ({"statistic": "s", "num_examples": 20}, [0, 1], "lacks 'fingerprint'"),
+        ({"statistic": "s", "fingerprint": "f"}, [0, 1], "lacks 'num_examples'"),
+        ({"statistic": "s", "num_examples": 20, "fingerprint": "f"}, [0, 20], "outside the pool"),
+    ],
+)
+def test_save_refuses_what_load_would_and_writes_nothing(tmp_path, metadata, indices, message):
+    path = tmp_path / "bad.npz"
+    with pytest.raises(ValueError, match=f"cannot save .*{message}.*Ranking.for_pool"):
+        save_ranking(path, Ranking.from_scores([1.0, 0.0], metadata, indices))
+    assert not list(tmp_path.iterdir())

@@ -13,6 +13,7 @@ kernel launches.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -21,10 +22,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 import lightning_proxy
 from lightning_proxy.batches import INDEX_KEYS, TARGET_KEYS, describe, split_batch
-from lightning_proxy.selection.ranking import Ranking, pool_fingerprint, save_ranking
+from lightning_proxy.selection.ranking import Ranking, pool_identity, save_ranking
 
 
 def targets_and_indices(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +95,7 @@ class ExampleStatistic(L.Callback):
         self._epoch: dict[str, torch.Tensor] = {}
         self._pending: dict[str, torch.Tensor] | None = None
         self._steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._range_checked = False
 
     @property
     def state_key(self) -> str:
@@ -121,7 +124,7 @@ class ExampleStatistic(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._steps = []
+        self._steps, self._range_checked = [], False
         n, device = self.pool_size(trainer), pl_module.device
         if not self._state or next(iter(self._state.values())).shape[0] != n:
             self._state = {k: torch.zeros(n, dtype=dt, device=device) for k, dt in self.state_names().items()}
@@ -198,7 +201,25 @@ class ExampleStatistic(L.Callback):
         logits, targets, indices = (torch.cat(parts) for parts in zip(*self._steps, strict=True))
         self._steps.clear()
         device = next(iter(self._epoch.values())).device
-        self.observe(logits.to(device), targets.to(device), indices.to(device, torch.int64))
+        indices = indices.to(device, torch.int64)
+        n = next(iter(self._epoch.values())).shape[0]
+        if self.epochs_seen == 0 and not self._range_checked:  # one host sync per fit, before any device assert
+            self.check_indices(indices, n)
+            self._range_checked = True
+        try:
+            self.observe(logits.to(device), targets.to(device), indices)
+        except (IndexError, RuntimeError):
+            self.check_indices(indices, n)
+            raise
+
+    def check_indices(self, indices: torch.Tensor, n: int) -> None:
+        """A clear error for pool indices outside ``[0, n)``: ``num_examples`` smaller than the pool."""
+        if len(indices) and (int(indices.max()) >= n or int(indices.min()) < 0):
+            raise ValueError(
+                f"{type(self).__name__}: a batch holds pool index {int(indices.max())}, but num_examples is {n}: "
+                "pass the size of the full training pool (every item's index is below it), or omit "
+                "num_examples to read the datamodule's pool_size"
+            )
 
     # --- output ----------------------------------------------------------------------------------------
     def output_dir(self, trainer: L.Trainer) -> Path:
@@ -232,20 +253,30 @@ class ExampleStatistic(L.Callback):
 
 
 def provenance(trainer: L.Trainer, pl_module: L.LightningModule, num_examples: int, **extra: Any) -> dict[str, Any]:
-    """Where a ranking came from: model, seed, dataset, pool size and fingerprint, library version, time."""
+    """Where a ranking came from: model, seed, dataset, pool size and fingerprint, the subset trained on,
+    library version, time. A datamodule without ``targets`` or ``fingerprint`` leaves the pool unknown: the
+    file then compares and aggregates, but no subset rule accepts it (a warning says so)."""
     dm = trainer.datamodule
     hparams = getattr(pl_module, "hparams", {}) or {}
     seed = os.environ.get("PL_GLOBAL_SEED")
-    fingerprint = getattr(dm, "fingerprint", None)
-    if fingerprint is None:
-        targets = getattr(dm, "targets", None)
-        fingerprint = pool_fingerprint(targets) if targets is not None else "unknown"
+    try:
+        identity = pool_identity(dm)
+    except ValueError:
+        identity = {"fingerprint": "unknown", "dataset": type(dm).__name__ if dm is not None else None}
+        rank_zero_warn(
+            f"{type(dm).__name__ if dm is not None else 'A fit without a datamodule'} has neither `targets` nor "
+            "`fingerprint`, so the ranking files record the pool as "
+            "unknown and --data.subset.ranking will refuse them: give the datamodule a `targets` attribute "
+            "(the pool's labels in pool order)"
+        )
+    subset = getattr(dm, "subset", None)
     return {
         "model": hparams.get("arch", type(pl_module).__name__),
         "seed": int(seed) if seed is not None else None,
-        "dataset": getattr(dm, "name", type(dm).__name__) if dm is not None else "unknown",
+        **identity,
         "num_examples": num_examples,
-        "fingerprint": fingerprint,
+        "subset": dataclasses.asdict(subset) if dataclasses.is_dataclass(subset) else None,
+        "train_examples": len(dm.train_indices) if hasattr(dm, "train_indices") else None,
         "max_epochs": trainer.max_epochs,
         "world_size": trainer.world_size,
         "library_version": lightning_proxy.__version__,

@@ -98,16 +98,23 @@ class PostTrainingScores(ExampleStatistic):
         n = self.pool_size(trainer)
         # rows: the statistics, then "has a model label", then the count of times scored
         self._sums = torch.zeros(len(self.statistics) + 2, n, dtype=torch.float64, device=pl_module.device)
-        self._rows = []
+        self._rows, self._range_checked = [], False
 
     def _add(self, logits: torch.Tensor, features: torch.Tensor | None, targets: torch.Tensor, indices: Any) -> None:
         assert self._sums is not None
         device = self._sums.device
         indices = torch.as_tensor(indices, device=device, dtype=torch.int64)
+        if not self._range_checked:  # the first batch: one host sync per pass
+            self.check_indices(indices, self._sums.shape[1])
+            self._range_checked = True
         targets = targets.to(device, torch.int64)
         scores = example_scores(logits.to(device), targets)
         rows = torch.stack([scores[s] for s in self.statistics] + [(targets >= 0).float(), torch.ones_like(targets)])
-        self._sums.index_add_(1, indices, rows.double())
+        try:
+            self._sums.index_add_(1, indices, rows.double())
+        except (IndexError, RuntimeError):
+            self.check_indices(indices, self._sums.shape[1])
+            raise
         if self.embeddings and features is not None:
             self._rows.append((indices.cpu(), features.detach().float().flatten(1).cpu()))
 

@@ -6,6 +6,7 @@ lightning-proxy compare-rankings runs/a/forgetting.npz runs/b/forgetting.npz ...
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -55,22 +56,25 @@ def compare_rankings(rankings: Sequence[Ranking], names: Sequence[str], top: flo
     return pd.DataFrame(rows)
 
 
-def plot_heatmap(table: pd.DataFrame, names: Sequence[str], path: str | Path, value: str = "spearman") -> Path:
-    """A symmetric heatmap of ``value`` between every pair, as SVP's Figure 3."""
+def plot_heatmap(table: pd.DataFrame, names: Sequence[str], path: str | Path) -> Path:
+    """One symmetric heatmap per measure in ``table`` (Spearman, Pearson, top-k overlap), as SVP's Figure 3."""
     index = {n: i for i, n in enumerate(names)}
-    matrix = np.eye(len(names))
-    for row in table.itertuples():
-        matrix[index[row.a], index[row.b]] = matrix[index[row.b], index[row.a]] = getattr(row, value)
+    values = [c for c in table.columns if c not in ("a", "b", "examples")]
     size = 1.2 + 0.9 * len(names)
-    fig, axes = new_figure(1, 1, (size + 1.5, size))
-    ax = axes[0, 0]
-    image = ax.imshow(matrix, vmin=-1 if matrix.min() < 0 else 0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i, j in itertools.product(range(len(names)), repeat=2):
-        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w" if matrix[i, j] < 0.6 else "k")
-    fig.colorbar(image, ax=ax, label=value)
-    ax.set_title(f"{value} correlation between rankings")
+    fig, axes = new_figure(1, len(values), ((size + 1.5) * len(values), size))
+    for ax, value in zip(axes[0], values, strict=True):
+        matrix = np.eye(len(names))
+        for a, b, v in zip(table["a"], table["b"], table[value], strict=True):
+            matrix[index[a], index[b]] = matrix[index[b], index[a]] = v
+        image = ax.imshow(matrix, vmin=-1 if matrix.min() < 0 else 0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        for i, j in itertools.product(range(len(names)), repeat=2):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w" if matrix[i, j] < 0.6 else "k")
+        fig.colorbar(image, ax=ax, label=value)
+        top = re.fullmatch(r"top([\d.]+)_overlap", value)
+        ax.set_title(f"overlap of the top {float(top[1]):.0%}" if top else value.capitalize())
+    fig.suptitle("Agreement between rankings")
     return save_figure(fig, Path(path))
 
 
@@ -98,15 +102,19 @@ def compare(
     return table
 
 
-def aggregate(rankings: list[str], output: str, how: Literal["mean", "sum"] = "mean") -> Path:
+def aggregate(
+    rankings: list[str], output: str, how: Literal["mean", "sum"] = "mean", allow_mixed: bool = False
+) -> Path:
     """Aggregate the rankings of several runs (seeds) of one proxy into one ranking file.
 
     Args:
-        rankings: ranking files (``.npz``) of one statistic on one pool.
+        rankings: ranking files (``.npz``) of one model and statistic on one pool.
         output: the ranking file to write (``.npz``).
         how: how the scores combine.
+        allow_mixed: combine rankings of different models, statistics or pools of one size, recording each
+            run's under ``mixed`` in the metadata.
     """
-    ranking = aggregate_rankings([load_ranking(p) for p in rankings], how=how)
+    ranking = aggregate_rankings([load_ranking(p) for p in rankings], how=how, allow_mixed=allow_mixed)
     path = save_ranking(output, ranking)
     print(f"{path}: {ranking.metadata['statistic']}, {how} of {len(rankings)} runs")
     return path

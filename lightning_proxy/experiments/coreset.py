@@ -63,15 +63,9 @@ def k_centers_ranking(folder: Path, budget_fraction: float, seed: int) -> Path:
     start = time.perf_counter()
     order = greedy_k_centers(np.asarray(embeddings), budget, seed=seed).numpy()
     seconds = time.perf_counter() - start
-    metadata = {
-        **{k: v for k, v in reference.metadata.items() if k not in ("statistic", "direction", "format")},
-        "statistic": "kcenters",
-        "direction": "higher_is_chosen_first",
-        "budget": budget,
-        "kcenters_seed": seed,
-        "seconds": seconds,
-    }
-    return save_ranking(path, Ranking.from_scores(np.arange(budget, 0, -1, dtype=np.float64), metadata, order))
+    kept = {k: v for k, v in reference.metadata.items() if k not in ("statistic", "direction", "format")}
+    metadata = {**kept, "budget": budget, "kcenters_seed": seed, "seconds": seconds}
+    return save_ranking(path, Ranking.from_order(order, reference, "kcenters", **metadata))
 
 
 def keep_for(ranking_path: Path) -> str:

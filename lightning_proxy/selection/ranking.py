@@ -34,6 +34,28 @@ def pool_fingerprint(targets: Any) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()[:16]
 
 
+def pool_identity(pool: Any) -> dict[str, Any]:
+    """``num_examples``, ``fingerprint`` and ``dataset`` of a pool: a datamodule (its ``pool_size`` and
+    ``fingerprint``, or its ``targets``), the pool's targets themselves in pool order, or a ranking of it."""
+    if isinstance(pool, Ranking):
+        return {key: pool.metadata.get(key) for key in ("num_examples", "fingerprint", "dataset")}
+    if isinstance(pool, np.ndarray | list | tuple) or hasattr(pool, "__array__"):
+        targets = np.asarray(pool)
+        return {"num_examples": len(targets), "fingerprint": pool_fingerprint(targets), "dataset": None}
+    fingerprint, targets = getattr(pool, "fingerprint", None), getattr(pool, "targets", None)
+    if fingerprint is None and targets is None:
+        raise ValueError(
+            f"{type(pool).__name__} has neither a fingerprint nor targets: give it a `targets` attribute (the "
+            "pool's labels in pool order), or pass the targets themselves"
+        )
+    size = getattr(pool, "pool_size", None)
+    return {
+        "num_examples": int(size) if size is not None else len(targets),
+        "fingerprint": fingerprint if fingerprint is not None else pool_fingerprint(targets),
+        "dataset": getattr(pool, "name", type(pool).__name__),
+    }
+
+
 @dataclass(frozen=True)
 class Ranking:
     """Pool indices in rank order (highest score first), their scores and the provenance."""
@@ -54,6 +76,28 @@ class Ranking:
         order = np.lexsort((indices, -scores))
         return cls(indices=indices[order], scores=scores[order], metadata=dict(metadata))
 
+    @classmethod
+    def for_pool(cls, scores: Any, pool: Any, statistic: str, indices: Any = None, **metadata: Any) -> Ranking:
+        """A ranking of a user's own ``scores`` (of ``indices`` into the pool, default all of it, higher first)
+        that ``--data.subset.ranking`` and ``select_subset`` accept: the pool's size and fingerprint are
+        filled from ``pool``, a datamodule or the pool's targets (see :func:`pool_identity`).
+
+        ``Ranking.for_pool(my_scores, datamodule, "my_score", direction="higher_is_harder")``
+        """
+        identity = pool_identity(pool)
+        ranking = cls.from_scores(scores, {**identity, "statistic": statistic, **metadata}, indices)
+        problems = ranking_problems(ranking.indices, ranking.scores, ranking.metadata)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return ranking
+
+    @classmethod
+    def from_order(cls, order: Any, pool: Any, statistic: str, **metadata: Any) -> Ranking:
+        """The pool indices ``order`` (e.g. greedy k-centers' choices) as a ranking, the first scoring highest."""
+        order = np.asarray(order, dtype=np.int64)
+        scores = np.arange(len(order), 0, -1, dtype=np.float64)
+        return cls.for_pool(scores, pool, statistic, order, **{"direction": "higher_is_chosen_first", **metadata})
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -73,11 +117,38 @@ class Ranking:
             )
 
 
+def ranking_problems(indices: np.ndarray, scores: np.ndarray, metadata: dict[str, Any]) -> list[str]:
+    """What keeps arrays and metadata from being a valid ranking (empty when they are one)."""
+    problems = [f"metadata lacks '{key}'" for key in REQUIRED_METADATA if key not in metadata]
+    if indices.ndim != 1 or scores.shape != indices.shape:
+        problems.append(f"indices {indices.shape} and scores {scores.shape} must be 1-D of one length")
+    elif not np.issubdtype(indices.dtype, np.integer):
+        problems.append(f"indices must be integers, got {indices.dtype}")
+    elif len(indices) and "num_examples" in metadata:
+        n = int(metadata["num_examples"])
+        if indices.min() < 0 or indices.max() >= n:
+            problems.append(f"indices fall outside the pool [0, {n})")
+        if len(np.unique(indices)) != len(indices):
+            problems.append("indices repeat")
+    return problems
+
+
 def save_ranking(path: str | os.PathLike, ranking: Ranking) -> Path:
-    """Write atomically (temp file in the same folder, then rename), so a crash never leaves half a file."""
+    """Write atomically (temp file in the same folder, then rename), so a crash never leaves half a file.
+
+    What :func:`load_ranking` would refuse is refused here, before anything is written; a ranking built with
+    :meth:`Ranking.for_pool` has everything it needs.
+    """
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"ranking files end in .npz, got {path}")
+    indices, scores = np.asarray(ranking.indices), np.asarray(ranking.scores)
+    problems = ranking_problems(indices, scores, ranking.metadata)
+    if problems:
+        raise ValueError(
+            f"cannot save {path} as a ranking: " + "; ".join(problems) + ". Build it with Ranking.for_pool(scores, "
+            "datamodule_or_targets, statistic), which fills the pool's size and fingerprint"
+        )
     metadata = {"format": 1, **ranking.metadata}
     write_atomically(
         path,
@@ -107,28 +178,24 @@ def load_ranking(path: str | os.PathLike) -> Ranking:
         raise ValueError(f"{path} is not a readable ranking file (truncated or corrupt?): {err}") from err
     except ValueError as err:
         raise ValueError(f"{path} is not a valid ranking file: {err}") from err
-    problems = [f"metadata lacks '{key}'" for key in REQUIRED_METADATA if key not in metadata]
-    if indices.ndim != 1 or scores.shape != indices.shape:
-        problems.append(f"indices {indices.shape} and scores {scores.shape} must be 1-D of one length")
-    elif not np.issubdtype(indices.dtype, np.integer):
-        problems.append(f"indices must be integers, got {indices.dtype}")
-    elif len(indices) and "num_examples" in metadata:
-        n = int(metadata["num_examples"])
-        if indices.min() < 0 or indices.max() >= n:
-            problems.append(f"indices fall outside the pool [0, {n})")
-        if len(np.unique(indices)) != len(indices):
-            problems.append("indices repeat")
+    problems = ranking_problems(indices, scores, metadata)
     if problems:
         raise ValueError(f"{path} is not a valid ranking file: " + "; ".join(problems))
     return Ranking(indices=indices.astype(np.int64), scores=scores.astype(np.float64), metadata=metadata)
 
 
-def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean") -> Ranking:
+# what makes runs one proxy's: a ranking aggregated across them is one model's view of one statistic on one pool
+SAME_RUN_KEYS = ("statistic", "direction", "never_learned", "model", "fingerprint", "dataset")
+
+
+def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean", allow_mixed: bool = False) -> Ranking:
     """One ranking from several runs of one proxy (seeds): each example's scores summed or averaged.
 
-    The runs must score the same statistic on the same pool (size and fingerprint) and the same examples.
-    The result's metadata is the first run's, with ``seeds`` (every run's seed), ``aggregation`` and
-    ``runs`` added.
+    The runs must score the same statistic with the same model on the same pool (size and fingerprint) and
+    the same examples. ``allow_mixed`` combines runs that differ in :data:`SAME_RUN_KEYS` (other models,
+    statistics or pools of one size) and records every run's value of each such key under ``mixed``, the key
+    itself then holding the list. The result's metadata is otherwise the first run's, with ``seeds``,
+    ``aggregation`` and ``runs`` added.
     """
     if how not in ("mean", "sum"):
         raise ValueError(f"how must be 'mean' or 'sum', got {how!r}")
@@ -136,12 +203,23 @@ def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean") -> Rankin
         raise ValueError("aggregate_rankings needs at least one ranking")
     first = rankings[0].metadata
     for i, ranking in enumerate(rankings[1:], start=1):
-        for key in ("statistic", "num_examples", "fingerprint", "direction", "never_learned"):
-            if ranking.metadata.get(key) != first.get(key):
-                raise ValueError(
-                    f"ranking {i} has {key}={ranking.metadata.get(key)!r} but ranking 0 has {first.get(key)!r}: "
-                    "aggregate runs of one statistic on one pool"
-                )
+        if int(ranking.metadata["num_examples"]) != int(first["num_examples"]):
+            raise ValueError(
+                f"ranking {i} was made on a pool of {ranking.metadata['num_examples']} examples but ranking 0 on "
+                f"{first['num_examples']}: aggregate rankings of one pool"
+            )
+    mixed = {}
+    for key in SAME_RUN_KEYS:
+        values = [r.metadata.get(key) for r in rankings]
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
+            mixed[key] = values
+    if mixed and not allow_mixed:
+        key, values = next(iter(mixed.items()))
+        i = next(i for i, v in enumerate(values) if v != values[0])
+        raise ValueError(
+            f"ranking {i} has {key}={values[i]!r} but ranking 0 has {values[0]!r}: aggregate runs of one model and "
+            "statistic on one pool (allow_mixed / --allow_mixed true combines them and records each run's)"
+        )
     order = [np.argsort(r.indices) for r in rankings]
     indices = rankings[0].indices[order[0]]
     for i, (ranking, o) in enumerate(zip(rankings, order, strict=True)):
@@ -152,9 +230,12 @@ def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean") -> Rankin
         scores = stacked.sum(axis=0) if how == "sum" else stacked.mean(axis=0)
     metadata = {
         **first,
+        **mixed,
         "seeds": [r.metadata.get("seed") for r in rankings],
         "aggregation": how,
         "runs": len(rankings),
     }
+    if mixed:
+        metadata["mixed"] = sorted(mixed)
     metadata.pop("seed", None)
     return Ranking.from_scores(scores, metadata, indices)
