@@ -60,7 +60,7 @@ def run_command(name: str, argv: Sequence[str]) -> Any:
     try:
         config = parser.parse_args(list(argv))
     except ArgumentError as error:
-        raise ArgumentError(None, user_message(error, lambda: list(parser.get_defaults().keys()))) from None
+        raise ArgumentError(None, user_message(error, lambda: list(parser.get_defaults().keys()), list(argv))) from None
     kwargs = {k: v for k, v in config.as_dict().items() if k != "config"}
     return function(**kwargs)
 
@@ -138,7 +138,7 @@ def main(args: Sequence[str] | None = None) -> None:
         command = argv[0] if argv and argv[0] in (*COMMANDS, *TRAINING_COMMANDS) else None
         prog = f"lightning-proxy {command}" if command else "lightning-proxy"
         known = known_training_options if command in TRAINING_COMMANDS else None
-        fail(prog, user_message(error, known), code=2 if isinstance(error, argparse.ArgumentError) else 1)
+        fail(prog, user_message(error, known, argv[1:]), code=2 if isinstance(error, argparse.ArgumentError) else 1)
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 DEBUG_ENV = "LIGHTNING_PROXY_DEBUG"
 
@@ -36,17 +37,51 @@ def fail(prog: str, message: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
-def user_message(error: BaseException, known: Callable[[], list[str]] | None = None) -> str:
+def user_message(
+    error: BaseException, known: Callable[[], list[str]] | None = None, argv: list[str] | None = None
+) -> str:
     """The message of a user error; a parser's error reduced to its key and what was wrong, with the nearest
-    of the ``known`` option names (called only for an unknown option) as a suggestion."""
+    of the ``known`` option names (called only for an unknown option) as a suggestion, and the config file
+    in ``argv`` that holds the key when the command line itself does not."""
     if not isinstance(error, argparse.ArgumentError):
         return str(error) or type(error).__name__
     key, what = explain(error)
     if found := re.fullmatch(r"unrecognized arguments: --([\w.]+)(?:[= ].*)?", what):
         key, what = found[1], "is not an option"
     if what == "is not an option":
-        return f"--{key} is not an option" + (suggestion(key, known(), "--") if known else "")
+        hint = suggestion(key, known(), "") if known else ""
+        source = config_holding(key, argv or [])
+        if source is not None:
+            return f"{key} in {source} is not an option{hint}"
+        return f"--{key} is not an option" + hint.replace("did you mean ", "did you mean --")
     return f"{key}: {what}" if key else what
+
+
+def config_holding(key: str, argv: list[str]) -> str | None:
+    """The last ``--config`` file in ``argv`` that sets ``key`` (dotted; ``init_args`` levels skipped), if the
+    command line does not set it itself."""
+    import yaml
+
+    if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv):
+        return None
+    found = None
+    for flag, path in zip(argv, argv[1:], strict=False):
+        if flag not in ("-c", "--config"):
+            continue
+        try:
+            config = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        node: object = config
+        for part in key.split("."):
+            if isinstance(node, dict) and isinstance(node.get("init_args"), dict) and part not in node:
+                node = node["init_args"]
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            found = path
+    return found
 
 
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "Problem with given class_path", "Given value type:")
@@ -68,6 +103,8 @@ def explain(error: Exception) -> tuple[str, str]:
             continue
         if found := re.fullmatch(r"Group '([\w.]+)' does not accept (?:nested key|option) '([\w.]+)'", line):
             return ".".join([*keys, found[1], found[2]]), "is not an option"
+        if found := re.fullmatch(r"[Ss]ubcommand '\w+' does not accept (?:nested key|option) '([\w.]+)'", line):
+            return ".".join([*keys, found[1]]), "is not an option"
         if found := re.fullmatch(r"Option '([\w.]+)' is not accepted", line):
             return ".".join([*keys, found[1]]), "is not an option"
         what = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", line)

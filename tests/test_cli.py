@@ -204,6 +204,23 @@ def test_bad_input_ends_in_one_clear_line_and_leaves_no_run_folder(override, mes
     assert not list(tmp_path.rglob("version_*"))  # a fit that failed before its first step left nothing
 
 
+def test_bad_files_are_named_in_the_line(tmp_path, capsys):
+    argv = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    typo = tmp_path / "mine.yaml"
+    typo.write_text("trainer:\n  max_epoch: 3\n")
+    line = last_error_line([*argv, "--config", str(typo)], capsys)
+    assert line == (
+        f"lightning-proxy fit: error: trainer.max_epoch in {typo} is not an option; did you mean trainer.max_epochs?"
+    )
+    indices = tmp_path / "labelled.npy"
+    np.save(indices, np.array([3, 5000, 7000]))
+    line = last_error_line([*argv, "--data.subset.indices", str(indices)], capsys)
+    expected = f"lightning-proxy fit: error: subset.indices {indices}: 5000 falls outside the pool [0, 1437)"
+    assert line.startswith(expected)
+    assert "(2 values do)" in line
+    assert not list(tmp_path.rglob("version_*"))
+
+
 def test_debug_shows_the_traceback_instead(tmp_path):
     with pytest.raises(ValueError, match=r"subset.fraction must be in \(0, 1\]"):
         main(["fit", "--config", str(CONFIGS / "digits.yaml"), "--data.subset.fraction", "1.5", "--debug"])
@@ -233,3 +250,9 @@ def test_experiment_options_are_checked_before_any_training(tmp_path, capsys, mo
     line = last_error_line([*base, "--fractons", "[0.3]"], capsys)
     assert line == "lightning-proxy coreset: error: --fractons is not an option; did you mean --fractions?"
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+    active = ["active", "--config", "configs/active_digits.yaml", "--output", str(tmp_path / "active")]
+    line = last_error_line([*active, "--target_args", "{trainer.max_epocs: 1}"], capsys)
+    assert line.startswith("lightning-proxy active: error: target_args") and line.endswith(
+        "trainer.max_epocs is not an option; did you mean trainer.max_epochs?"
+    )
+    assert not (tmp_path / "active").exists()

@@ -125,8 +125,9 @@ def read_indices(
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
+        what = f"{what} {path}"
         if not path.is_file():
-            raise FileNotFoundError(f"{what} file {path} does not exist")
+            raise FileNotFoundError(f"{what}: no such file")
         if path.suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         elif path.suffix == ".json":
@@ -138,7 +139,12 @@ def read_indices(
     if values.ndim != 1 or (len(values) and not np.issubdtype(values.dtype, np.integer)):
         raise ValueError(f"{what} must be a 1-D list of integers, got {values.dtype} {values.shape}")
     if pool_size is not None and len(values) and (values.min() < 0 or values.max() >= pool_size):
-        raise ValueError(f"{what} fall outside the pool [0, {pool_size}){where}")
+        bad = values[(values < 0) | (values >= pool_size)]
+        raise ValueError(
+            f"{what}: {int(bad[0])} falls outside the pool [0, {pool_size}){where}"
+            + (f" ({len(bad)} values do)" if len(bad) > 1 else "")
+            + "; indices are positions in the full training pool"
+        )
     return values.astype(np.int64)
 
 
