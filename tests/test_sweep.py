@@ -1,13 +1,15 @@
-"""The proxy-dataset sweep: strategies, the one-at-a-time grid, claiming trials across workers, resume, a real run."""
+"""The proxy-dataset sweep: strategies, the one-at-a-time grid, workers sharing a study, resume, a real run."""
 
 from __future__ import annotations
 
+import datetime
+import functools
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,13 +21,16 @@ import yaml
 from optuna.trial import TrialState
 
 from lightning_proxy.experiments.sweep import (
-    GridSampler,
-    _owner,
+    Plan,
+    _grid_objective,
     collect_results,
     grid_configs,
+    grid_study,
     open_storage,
-    run_grid_study,
-    run_sampled_study,
+    run_grid,
+    run_plans,
+    run_sampled,
+    shared_ranking,
     strategies_from,
     sweep,
 )
@@ -107,13 +112,7 @@ def test_grid_changes_one_hyperparameter_at_a_time_and_skips_the_defaults():
 
 
 def _study(url: str, name: str, configs: list[str]) -> optuna.Study:
-    return optuna.create_study(
-        study_name=name,
-        storage=open_storage(url, heartbeat=1),
-        sampler=GridSampler({"config": configs}),
-        direction="maximize",
-        load_if_exists=True,
-    )
+    return grid_study(name, open_storage(url, heartbeat=1), configs)
 
 
 def _worker(url: str, log: Path, configs: list[str], seconds: float, go: str = "-", hang: str = "") -> subprocess.Popen:
@@ -125,6 +124,27 @@ def _worker(url: str, log: Path, configs: list[str], seconds: float, go: str = "
 
 def _events(log: Path) -> list[tuple[str, str, int]]:
     return [(kind, config, int(pid)) for kind, config, pid in (line.split() for line in log.read_text().splitlines())]
+
+
+def _wait_for(log: Path, line: str, workers: list[subprocess.Popen]) -> int:
+    """The pid of the worker that wrote ``line <pid>``."""
+    deadline = time.time() + 120
+    while not (log.is_file() and any(e[:2] == tuple(line.split()) for e in _events(log))):
+        assert time.time() < deadline and all(w.poll() is None for w in workers), f"no worker reached {line!r}"
+        time.sleep(0.1)
+    return next(pid for kind, config, pid in _events(log) if f"{kind} {config}" == line)
+
+
+def _fake_training(trained: list[str]):
+    def run_config(config, overrides=None, folder=None):
+        trained.append(config)
+        return {"best_val_acc": 0.5, "seconds": 0.0, "epoch_val_acc": [0.4, 0.5]}
+
+    return run_config
+
+
+def _complete(study: optuna.Study) -> Counter:
+    return Counter(t.params["config"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
 
 
 def test_two_workers_on_one_sqlite_file_never_train_a_config_twice(tmp_path):
@@ -143,38 +163,73 @@ def test_two_workers_on_one_sqlite_file_never_train_a_config_twice(tmp_path):
     assert starts == Counter(configs), "every configuration trains exactly once"
     assert len({pid for *_, pid in events}) == 2, "both workers trained"
     study = optuna.load_study(study_name="s", storage=url)
-    complete = [t.params["config"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
-    assert sorted(complete) == sorted(configs)
-    others = study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING))
-    assert others == []
+    assert _complete(study) == Counter(configs)
+    assert study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)) == []
+    assert sorted(collect_results(url).config) == []  # not a sweep study: it has no strategy
 
 
-def test_a_claim_waits_for_a_lower_trial_that_has_not_written_its_config_yet(tmp_path):
-    """The interleaving that trained a config twice: B claims c0 while A is between ask and suggest."""
+def test_three_workers_one_killed_mid_trial_the_others_retrain_its_configuration(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    configs = [f"c{i}" for i in range(9)]
+    _study(url, "s", configs)
+    log, go = tmp_path / "log.txt", tmp_path / "go"
+    workers = [_worker(url, log, configs, 0.3, str(go), hang="c4") for _ in range(3)]
+    for w in workers:
+        assert w.stdout.readline().strip() == "ready"
+    go.touch()
+    victim = _wait_for(log, "start c4", workers)
+    os.kill(victim, signal.SIGKILL)
+    survivors = [w for w in workers if w.pid != victim]
+    for w in survivors:
+        assert w.wait(timeout=300) == 0, "the survivors finish, the killed trial included"
+    next(w for w in workers if w.pid == victim).wait()
+    events = _events(log)
+    ends = Counter(config for kind, config, _ in events if kind == "end")
+    assert ends == Counter(configs), "every configuration finished once, the killed one by a survivor"
+    starts = Counter(config for kind, config, _ in events if kind == "start")
+    assert starts == Counter(configs) + Counter(["c4"]), "only the killed configuration trained again"
+    study = optuna.load_study(study_name="s", storage=url)
+    assert _complete(study) == Counter(configs)
+    assert [t.params["config"] for t in study.get_trials(states=(TrialState.FAIL,))] == ["c4"]
+    assert study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)) == []
+
+
+class _HourAhead(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return super().now(tz) + datetime.timedelta(hours=1)
+
+
+def test_a_worker_whose_clock_is_an_hour_off_neither_fails_a_live_trial_nor_waits_on_a_dead_one(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    configs = ["c0", "c1"]
+    log = tmp_path / "log.txt"
+    _study(url, "s", configs)
+    worker = _worker(url, log, configs, 0.1, hang="c0")
+    assert worker.stdout.readline().strip() == "ready"
+    pid = _wait_for(log, "start c0", [worker])
+    # this process now runs an hour ahead: the timestamps it writes into the study say so
+    monkeypatch.setattr(optuna.storages._rdb.storage, "datetime", _HourAhead)
+    study, trained = _study(url, "s", configs), []
+    time.sleep(4)  # longer than the grace period: only the heartbeat tells the live trial from a dead one
+    assert run_grid(study, configs, _fake_training(trained)) is False, "c0 still trains elsewhere"
+    assert "c0" not in trained and study.get_trials(states=(TrialState.RUNNING,))[0].params["config"] == "c0"
+    os.kill(pid, signal.SIGKILL)
+    worker.wait()
+    start = time.time()
+    run_plans([Plan("s", functools.partial(run_grid, study, configs, _fake_training(trained)))], poll=0.5)
+    assert trained[-1] == "c0" and time.time() - start < 30, "the dead trial is retrained after the grace"
+    assert _complete(study) == Counter(configs)
+
+
+def test_a_trial_of_a_configuration_a_lower_live_trial_holds_stands_down(tmp_path):
     study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0"])
-    a = study.ask()  # created first, so numbered lower; its config is not written yet
+    first = study.ask()
+    assert first.suggest_categorical("config", ["c0"]) == "c0"
     study.enqueue_trial({"config": "c0"})
-    b = study.ask()
-    assert b.number > a.number and b.suggest_categorical("config", ["c0"]) == "c0"
-    result: list[int | None] = []
-    looking = threading.Thread(target=lambda: result.append(_owner(study, b, "c0", grace=60)))
-    looking.start()
-    time.sleep(0.5)
-    assert looking.is_alive(), "B must not decide before A has written its config"
-    assert a.suggest_categorical("config", ["c0"]) == "c0"
-    looking.join(timeout=30)
-    assert result == [a.number], "B stands down for A"
-    assert _owner(study, a, "c0", grace=60) is None, "A, numbered lower, trains"
-
-
-def test_a_claim_fails_a_trial_whose_worker_died_before_writing_its_config(tmp_path):
-    study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0"])
-    dead = study.ask()
-    study.enqueue_trial({"config": "c0"})
-    b = study.ask()
-    b.suggest_categorical("config", ["c0"])
-    assert _owner(study, b, "c0", grace=1) is None, "B trains once the silent trial is failed"
-    assert study.get_trials()[dead.number].state == TrialState.FAIL
+    second = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="trial 0"):
+        _grid_objective(second, ["c0"], _fake_training([]))
 
 
 def test_a_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp_path):
@@ -183,31 +238,54 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp
     log = tmp_path / "log.txt"
     _study(url, "s", configs)
     worker = _worker(url, log, configs, 0.1, hang="c3")
-    deadline = time.time() + 300
-    while not (log.is_file() and "start c3" in log.read_text()):
-        assert time.time() < deadline and worker.poll() is None, "the worker never reached c3"
-        time.sleep(0.1)
-    worker.send_signal(signal.SIGKILL)
+    pid = _wait_for(log, "start c3", [worker])
+    os.kill(pid, signal.SIGKILL)
     worker.wait()
     finished_before = {config for kind, config, _ in _events(log) if kind == "end"}
     assert "c3" not in finished_before
 
     trained: list[str] = []
-
-    def run_config(config, overrides=None, folder=None):
-        trained.append(config)
-        return {"best_val_acc": 0.5, "seconds": 0.0, "epoch_val_acc": [0.4, 0.5]}
-
     study = _study(url, "s", configs)
-    run_grid_study(study, configs, run_config, heartbeat=1)
+    run_plans([Plan("s", functools.partial(run_grid, study, configs, _fake_training(trained)))], poll=0.5)
     assert "c3" in trained and not finished_before & set(trained), "finished trials are not trained again"
     assert sorted(trained) == sorted(set(configs) - finished_before)
-    complete = Counter(t.params["config"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
-    assert complete == Counter(configs)
-    killed = study.get_trials(states=(TrialState.FAIL,))
-    assert [t.params["config"] for t in killed] == ["c3"]
-    run_grid_study(study, configs, run_config, heartbeat=1)  # nothing left: a no-op
+    assert _complete(study) == Counter(configs)
+    assert [t.params["config"] for t in study.get_trials(states=(TrialState.FAIL,))] == ["c3"]
+    assert run_grid(study, configs, _fake_training(trained)) is True  # nothing left: a no-op
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == len(configs)
+
+
+def test_a_configuration_whose_training_raised_is_trained_again_when_the_sweep_restarts(tmp_path):
+    study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0", "c1"])
+
+    def broken(config, overrides=None, folder=None):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_grid(study, ["c0", "c1"], broken)
+    trained: list[str] = []
+    assert run_grid(study, ["c0", "c1"], _fake_training(trained)) is True
+    assert sorted(trained) == ["c0", "c1"] and _complete(study) == Counter(["c0", "c1"])
+
+
+def test_a_worker_refuses_a_ranking_other_than_the_one_the_study_recorded(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'sweep.db'}", heartbeat=1)
+    ranking = grid_study("s/d/loss_ranking", storage, ["default"])
+    path = tmp_path / "loss.npz"
+    path.write_bytes(b"the ranking the first worker made")
+    made = {"best_val_acc": 0.9, "seconds": 1.0, "ranking": str(path), "sha256": hashlib.sha256(path.read_bytes())}
+    made["sha256"] = made["sha256"].hexdigest()
+    run_grid(ranking, ["default"], lambda config: made)
+    assert shared_ranking(ranking) == str(path)
+    calls: list[str] = []
+    plan = Plan("s/d/easiest-0.1", lambda: calls.append("trained") or True, ranking)
+    path.write_bytes(b"a ranking this worker made on its own")
+    with pytest.raises(FileNotFoundError, match=r"loss_ranking is .*loss.npz .*has another file there.*share"):
+        run_plans([plan], poll=0.1)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="does not have it"):
+        run_plans([plan], poll=0.1)
+    assert calls == [], "refused before any training"
 
 
 def test_a_smarter_sampler_searches_the_same_values_until_n_trials_complete(tmp_path):
@@ -224,7 +302,7 @@ def test_a_smarter_sampler_searches_the_same_values_until_n_trials_complete(tmp_
         assert folder.startswith("trial")
         return {"best_val_acc": overrides["model.lr"], "seconds": 0.0, "epoch_val_acc": []}
 
-    run_sampled_study(study, grid, {"model.lr": 1e-2, "model.optimizer": "adam"}, 5, run_config)
+    assert run_sampled(study, grid, {"model.lr": 1e-2, "model.optimizer": "adam"}, 5, run_config) is True
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
     for name, overrides in seen:
         assert overrides["model.lr"] in grid["model.lr"] and overrides["model.optimizer"] in grid["model.optimizer"]

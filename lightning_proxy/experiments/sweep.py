@@ -9,12 +9,12 @@ Optuna sampler over the same values for a smarter search.
 
 Storage is SQLite in the output folder by default and any database URL Optuna accepts, so that workers on
 many machines share one sweep: start ``lightning-proxy sweep`` on each, one worker per device (a trial
-trains in one process; ``CUDA_VISIBLE_DEVICES=i`` gives worker i its GPU). A trial records the best validation
-accuracy at any epoch, every epoch's accuracy and the wall time. A worker claims a configuration through the
-database (the lowest-numbered live trial of a configuration owns it; the others stand down before
-training), so no configuration is trained twice; a killed worker's trial is failed (at once on its own
-machine, after the heartbeat's grace period elsewhere) and its configuration trained again, while finished
-trials are never repeated.
+trains in one process; ``CUDA_VISIBLE_DEVICES=i`` gives worker i its GPU). Optuna is the engine: trial k of a
+study is grid point k, ``study.optimize`` beats the heartbeat, a trial silent for three heartbeats (by the
+database server's clock) is failed and queued again, and a finished training's ``result.json`` is read back rather
+than retrained. The loss ranking of the easiest/hardest proxies is a study of its own, trained once per
+dataset; its path and sha256 are recorded there and checked by every worker that trains on it. A trial
+records the best validation accuracy at any epoch, every epoch's accuracy and the wall time.
 
     lightning-proxy sweep --config configs/sweep_digits.yaml
     lightning-proxy report --storage sqlite:///runs/sweep_digits/sweep.db
@@ -23,18 +23,14 @@ trials are never repeated.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import fcntl
 import functools
+import hashlib
 import importlib
 import json
-import os
 import re
-import socket
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,221 +181,122 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).strip("_") or "default"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock held while the block runs (released by the OS if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --- Optuna ---------------------------------------------------------------------------------------------
+RETRIES = 3  # a trial whose worker died is queued again this many times
 
 
 def open_storage(url: str, heartbeat: int = 60) -> Any:
-    """An Optuna RDB storage with heartbeats, so a trial whose worker died is failed and its config retried."""
+    """Optuna's RDB storage with heartbeats: a trial silent for three of them, by the database's clock, is
+    failed and queued again (``RetryHeartbeatStaleTrialCallback``), so a killed worker's configuration is retrained."""
     engine_kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat,
+            grace_period=3 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
         )
 
 
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler for an ask-and-tell loop that itself decides when the grid is done (no ``study.stop()``)."""
+def grid_study(name: str, storage: Any, configs: list[str], seed: int = 0, sampler: Any = None) -> Any:
+    """The study of one (dataset, strategy): Optuna's GridSampler gives trial k grid point k (of a seeded order)."""
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler or optuna.samplers.GridSampler({"config": configs}, seed=seed),
+        direction="maximize",
+        load_if_exists=True,
+    )
 
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        pass
 
-
-def _config_of(trial: Any) -> str | None:
+def config_of(trial: Any) -> str | None:
+    """A trial's configuration, suggested or queued with it (None: a trial just asked, not suggested yet)."""
     return trial.params.get("config", trial.system_attrs.get("fixed_params", {}).get("config"))
 
 
-class _Heartbeat:
-    """Records the trial's heartbeat every ``interval`` seconds on a thread while training runs."""
-
-    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self.stop.wait(self.interval):
-            self.storage.record_heartbeat(self.trial_id)
-
-    def __enter__(self) -> _Heartbeat:
-        self.storage.record_heartbeat(self.trial_id)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
-# A live worker signs its trial moments after creating it; an unsigned trial this old lost its worker.
-_UNSIGNED_GRACE = 30.0
-
-
-def reclaim_dead_trials(study: Any, unsigned_grace: float = _UNSIGNED_GRACE) -> None:
-    """Fail trials whose worker died: on this machine at once (its pid is gone), elsewhere by heartbeat.
-
-    A worker that died between creating its trial and signing it left neither a pid nor a heartbeat: that
-    trial is failed once it is ``unsigned_grace`` seconds old.
-    """
-    host, now = socket.gethostname(), datetime.datetime.now()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("pid") is None:
-            dead = (now - trial.datetime_start).total_seconds() > unsigned_grace
-        else:
-            dead = attrs.get("host") == host and not _pid_alive(int(attrs["pid"]))
-        if dead:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+def _fail_stale_trials(study: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
 
 
-def _ask(study: Any) -> Any:
-    """``study.ask()``; this loop records the heartbeats itself (Optuna expects them from ``optimize`` only)."""
+def _optimize_one(study: Any, objective: Callable[[Any], float]) -> None:
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        return study.ask()
+        warnings.filterwarnings("ignore", message="`GridSampler` is re-evaluating")  # a rare race: stood down
+        study.optimize(objective, n_trials=1)
 
 
-def _owner(study: Any, trial: Any, config: str, grace: float = _UNSIGNED_GRACE) -> int | None:
-    """The trial that owns ``config`` if it is not ``trial``: a finished one, or a live one numbered lower.
+UNDER_WAY = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
 
-    ``trial`` has written its configuration before it looks. Trial numbers follow the order in which the
-    database created the trials, so every lower-numbered trial already exists; one that has not yet written
-    its configuration is waited for (it does so at once, or its dead worker's trial is reclaimed, an
-    unsigned one after ``grace`` seconds). Of two live trials of one configuration the higher-numbered
-    therefore always stands down, and the lower-numbered, which may look first and see no rival, trains:
-    no configuration trains twice.
+
+def run_grid(study: Any, configs: list[str], run_config: Callable[..., dict[str, Any]]) -> bool:
+    """Train this study's configurations that nobody has (``study.optimize``, a trial at a time); True when
+    every one is complete, False when some still train elsewhere.
+
+    A configuration whose trials all failed (a training that raised, or a worker dead past its retries) is
+    queued again; a trial of a configuration another live trial numbered lower already trains stands down.
     """
+    objective = functools.partial(_grid_objective, configs=configs, run_config=run_config)
     while True:
-        undecided = False
-        for other in study.get_trials(deepcopy=False):
-            if other.number == trial.number:
-                continue
-            other_config = _config_of(other)
-            if other_config is None:
-                undecided |= other.state == TrialState.RUNNING and other.number < trial.number
-                continue
-            if other_config != config:
-                continue
-            if other.state == TrialState.COMPLETE:
-                return other.number
-            if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
-                return other.number
-        if not undecided:
-            return None
-        time.sleep(0.2)
-        reclaim_dead_trials(study, grace)
-
-
-def run_grid_study(
-    study: Any,
-    configs: list[str],
-    run_config: Callable[[str, Any], dict[str, Any]],
-    heartbeat: int = 60,
-) -> None:
-    """Train every configuration of ``configs`` once in ``study``; return when every one is trained or training."""
-    while True:
-        reclaim_dead_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        taken = {_config_of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING)}
-        todo = [c for c in configs if c not in taken]
-        if not todo:
-            return
-        queued = {_config_of(t) for t in trials if t.state == TrialState.WAITING}
-        tried = {_config_of(t) for t in trials}
-        if todo[0] in tried and todo[0] not in queued:  # GridSampler counts a failed config as visited
+        _fail_stale_trials(study)  # by the database's clock; their retries are queued as WAITING trials
+        states: dict[str | None, set[TrialState]] = {}
+        for trial in study.get_trials(deepcopy=False):
+            states.setdefault(config_of(trial), set()).add(trial.state)
+        todo = [c for c in configs if not states.get(c, set()) & set(UNDER_WAY)]
+        waiting = any(TrialState.WAITING in s for s in states.values())
+        if not todo and not waiting:
+            return all(TrialState.COMPLETE in states[c] for c in configs)
+        if todo and not waiting and todo[0] in states:  # tried and failed: the grid counts it as visited
             study.enqueue_trial({"config": todo[0]})
-        trial = _ask(study)
-        _sign(trial)
-        with _Heartbeat(study._storage, trial._trial_id, heartbeat):
-            config = trial.suggest_categorical("config", configs)
-            owner = _owner(study, trial, config)
-            if owner is not None:
-                trial.set_user_attr("stood_down_for", owner)
-                study.tell(trial, state=TrialState.PRUNED)
-                continue
-            _train_trial(study, trial, config, run_config)
+        _optimize_one(study, objective)
 
 
-def run_sampled_study(
+def _grid_objective(trial: Any, configs: list[str], run_config: Callable[..., dict[str, Any]]) -> float:
+    config = trial.suggest_categorical("config", configs)
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if other.number < trial.number and config_of(other) == config:
+            trial.set_user_attr("stood_down_for", other.number)
+            raise optuna.TrialPruned(f"configuration {config} is trial {other.number}'s")
+    return _trained(trial, config, run_config)
+
+
+def run_sampled(
     study: Any,
     grid: dict[str, list[Any]],
     defaults: dict[str, Any],
     n_trials: int,
-    run_config: Callable[[str, Any], dict[str, Any]],
-    heartbeat: int = 60,
-) -> None:
+    run_config: Callable[..., dict[str, Any]],
+) -> bool:
     """A smarter search: the study's sampler picks a value of every grid key, until ``n_trials`` complete."""
-    while True:
-        reclaim_dead_trials(study)
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        if len(done) >= n_trials:
-            return
-        trial = _ask(study)
+
+    def objective(trial: Any) -> float:
         values = {
             key: json.loads(trial.suggest_categorical(key, [json.dumps(v) for v in vs])) for key, vs in grid.items()
         }
         changed = {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
         name = ",".join(config_name(k, v) for k, v in changed.items()) or "default"
-        _sign(trial)
-        with _Heartbeat(study._storage, trial._trial_id, heartbeat):
-            _train_trial(study, trial, name, run_config, overrides=values, folder=f"trial{trial.number}")
+        return _trained(trial, name, run_config, overrides=values, folder=f"trial{trial.number}")
+
+    while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < n_trials:
+        _optimize_one(study, objective)
+    return True
 
 
-def _sign(trial: Any) -> None:
-    """Record which process runs ``trial``, so that a worker on the same machine can tell when it died."""
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-
-
-def _train_trial(
-    study: Any,
-    trial: Any,
-    config: str,
-    run_config: Callable[..., dict[str, Any]],
-    overrides: dict[str, Any] | None = None,
-    folder: str | None = None,
-) -> None:
-    """Train ``trial`` (signed, its heartbeat beating) and tell the study its best validation accuracy."""
+def _trained(trial: Any, config: str, run_config: Callable[..., dict[str, Any]], **kwargs: Any) -> float:
+    """Train ``config`` for ``trial`` (a finished training is read back) and return its best validation accuracy."""
     trial.set_user_attr("config", config)
-    try:
-        result = run_config(config, overrides=overrides, folder=folder)
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    for key in ("seconds", "epoch_val_acc", "train_examples", "val_acc"):
-        trial.set_user_attr(key, result.get(key))
-    study.tell(trial, result["best_val_acc"])
+    result = run_config(config, **kwargs)
+    for key in ("seconds", "epoch_val_acc", "train_examples", "val_acc", "ranking", "sha256"):
+        if key in result:
+            trial.set_user_attr(key, result[key])
     print(
-        f"[sweep] {study.study_name} trial {trial.number} {config}: best val acc {result['best_val_acc']:.4f}, "
+        f"[sweep] {trial.study.study_name} trial {trial.number} {config}: best val acc {result['best_val_acc']:.4f}, "
         f"{result['seconds']:.1f} s",
         flush=True,
     )
+    return result["best_val_acc"]
 
 
 # --- the sweep ------------------------------------------------------------------------------------------
@@ -422,18 +319,73 @@ def _num_classes(dataset: Dataset) -> int:
     return int(dataset.training().datamodule().num_base_classes)
 
 
-def loss_ranking(dataset: Dataset, folder: Path, seed: int) -> Path:
-    """Per-example loss of the default configuration trained on everything (the easiest/hardest proxies' ranking)."""
+def loss_ranking(config: str, *, dataset: Dataset, folder: Path, seed: int, **_: Any) -> dict[str, Any]:
+    """The easiest/hardest proxies' ranking: per-example loss of the default configuration trained on everything,
+    its path and sha256 in the result (and so in the ranking study's trial)."""
     scores = {
         "class_path": "lightning_proxy.callbacks.PostTrainingScores",
         "init_args": {"statistics": ["loss"], "embeddings": False},
     }
-    with _locked(folder / ".lock"):  # one worker trains it; the others wait and read its result
-        train(folder, dataset.training(), callbacks=[scores], seed=seed)
+    result = train(folder, dataset.training(), callbacks=[scores], seed=seed)
     path = folder / "loss.npz"
     if not path.is_file():
         raise FileNotFoundError(f"the ranking run in {folder} finished without writing loss.npz; delete the folder")
+    return {**result, "ranking": str(path), "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def shared_ranking(study: Any) -> str | None:
+    """The loss ranking a dataset's proxies train on, as the ranking study recorded it (None: not made yet).
+
+    A worker whose file at that path is missing or differs refuses: one study must not mix trials made on
+    different subsets.
+    """
+    made = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not made:
+        return None
+    path, digest = made[0].user_attrs["ranking"], made[0].user_attrs["sha256"]
+    found = Path(path).is_file() and _sha256(Path(path)) == digest
+    if not found:
+        problem = "has another file there" if Path(path).is_file() else "does not have it"
+        raise FileNotFoundError(
+            f"the loss ranking of study {study.study_name} is {path} (sha256 {digest[:12]}...), and this worker "
+            f"{problem}: run every worker in one output folder on a filesystem they share, or copy that file "
+            "to the same path before starting"
+        )
     return path
+
+
+@dataclass
+class Plan:
+    """One study of a sweep: what this worker runs on it (True once all its trials are complete), and the
+    ranking study it waits for."""
+
+    label: str
+    work: Callable[[], bool]
+    ranking: Any = None
+    said: bool = False
+
+
+def run_plans(plans: list[Plan], poll: float) -> None:
+    """Work on every study until each is complete, whichever worker trains it; while only other workers'
+    trials are left, look again every ``poll`` seconds (a dead worker's trial is then failed and retrained)."""
+    while True:
+        pending = False
+        for plan in plans:
+            if plan.ranking is not None and shared_ranking(plan.ranking) is None:
+                pending = True  # its ranking trains (here or elsewhere) first
+                continue
+            if not plan.said:
+                print(f"[sweep] {plan.label}", flush=True)
+                plan.said = True
+            pending |= not plan.work()
+        if not pending:
+            return
+        time.sleep(poll)
 
 
 def study_name(prefix: str, dataset: str, strategy: str) -> str:
@@ -484,28 +436,32 @@ def sweep(
     url = storage or f"sqlite:///{out / 'sweep.db'}"
     rdb = open_storage(url, heartbeat)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plans = []
     for dataset in sets:
         plan = strategies_from(strategies, _num_classes(dataset) if strategies else 0, seed)
         configs = grid_configs(grid, dataset.config)
         ranking = None
         if any(s.needs_ranking for s in plan):
-            ranking = loss_ranking(dataset, out / dataset.name / "loss_ranking", seed)
+            ranking = grid_study(study_name(study, dataset.name, "loss_ranking"), rdb, ["default"], seed)
+            make = functools.partial(
+                loss_ranking, dataset=dataset, folder=out / dataset.name / "loss_ranking", seed=seed
+            )
+            plans.append(
+                Plan(f"{dataset.name} / loss ranking", functools.partial(run_grid, ranking, ["default"], make))
+            )
         for strategy in plan:
-            overrides = {**dataset.args, **strategy.overrides}
-            if strategy.needs_ranking:
-                overrides["data.subset.ranking"] = str(ranking)
-
             run_config = functools.partial(
-                _run_config, dataset=dataset, strategy=strategy, base=overrides, configs=configs, out=out, seed=seed
+                _run_config,
+                dataset=dataset,
+                strategy=strategy,
+                base={**dataset.args, **strategy.overrides},
+                configs=configs,
+                out=out,
+                seed=seed,
+                ranking=ranking if strategy.needs_ranking else None,
             )
-
-            study_obj = optuna.create_study(
-                study_name=study_name(study, dataset.name, strategy.name),
-                storage=rdb,
-                sampler=_sampler(sampler, list(configs), seed),
-                direction="maximize",
-                load_if_exists=True,
-            )
+            name = study_name(study, dataset.name, strategy.name)
+            study_obj = grid_study(name, rdb, list(configs), seed, _sampler(sampler))
             for key, value in {
                 "dataset": dataset.name,
                 "strategy": strategy.name,
@@ -513,14 +469,17 @@ def sweep(
                 "size": strategy.size,
                 "epochs": strategy.epochs,
                 "configs": {name: _hyperparameter(changes) for name, changes in configs.items()},
+                "search": "grid" if sampler is None else "sampled",
             }.items():
                 study_obj.set_user_attr(key, value)
-            print(f"[sweep] {dataset.name} / {strategy.name}: {len(configs)} configurations", flush=True)
             if sampler is None:
-                run_grid_study(study_obj, list(configs), run_config, heartbeat)
+                work = functools.partial(run_grid, study_obj, list(configs), run_config)
             else:
                 defaults = config_defaults(grid, dataset.config)
-                run_sampled_study(study_obj, grid, defaults, n_trials, run_config, heartbeat)
+                work = functools.partial(run_sampled, study_obj, grid, defaults, n_trials, run_config)
+            label = f"{dataset.name} / {strategy.name}: {len(configs)} configurations"
+            plans.append(Plan(label, work, ranking if strategy.needs_ranking else None))
+    run_plans(plans, poll=heartbeat)
     results = collect_results(rdb, study)
     if report and len(results):
         from lightning_proxy.experiments.quality import report as quality_report
@@ -541,12 +500,14 @@ def _run_config(
     configs: dict[str, dict[str, Any]],
     out: Path,
     seed: int,
+    ranking: Any = None,
 ) -> dict[str, Any]:
     """Train configuration ``name`` of ``strategy`` in its own folder (a finished one is read back, not retrained)."""
     changes = overrides if overrides is not None else configs[name]
     where = out / dataset.name / strategy.name / _slug(folder or name)
     one_process = {"trainer.devices": 1, "trainer.num_nodes": 1}  # parallelism is one worker per device
-    run = dataset.training({**base, **changes, **one_process})
+    subset = {"data.subset.ranking": shared_ranking(ranking)} if ranking is not None else {}
+    run = dataset.training({**base, **subset, **changes, **one_process})
     return train(where, run, seed=seed, configuration=name, strategy=strategy.name)
 
 
@@ -554,15 +515,16 @@ def _hyperparameter(changes: dict[str, Any]) -> str:
     return next(iter(changes), "default")
 
 
-def _sampler(spec: dict[str, Any] | None, configs: list[str], seed: int) -> Any:
+def _sampler(spec: dict[str, Any] | None) -> Any:
     if spec is None:
-        return GridSampler({"config": configs}, seed=seed)
+        return None
     module, _, name = spec["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
 
 
 def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
-    """One row per completed trial of every sweep study in ``storage`` (the columns of :data:`RESULT_COLUMNS`)."""
+    """One row per configuration of every sweep study in ``storage``, from its first complete trial (a sampled
+    study: every complete trial), with the columns of :data:`RESULT_COLUMNS`."""
     rdb = storage if not isinstance(storage, str) else open_storage(storage)
     rows = []
     for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
@@ -570,9 +532,12 @@ def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
         if "strategy" not in attrs or (prefix and not summary.study_name.startswith(f"{prefix}/")):
             continue
         study_obj = optuna.load_study(study_name=summary.study_name, storage=rdb)
-        configs = attrs.get("configs", {})
+        configs, seen = attrs.get("configs", {}), set()
         for trial in study_obj.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            config = trial.user_attrs.get("config") or _config_of(trial)
+            config = trial.user_attrs.get("config") or config_of(trial)
+            if config in seen and attrs.get("search") == "grid":
+                continue  # a rare duplicate of a grid point (two workers at once): its first trial counts
+            seen.add(config)
             rows.append(
                 {
                     "dataset": attrs["dataset"],
