@@ -460,3 +460,48 @@ def test_proxy_quality_is_public_at_the_package_level():
     from lightning_proxy.experiments import proxy_quality
 
     assert proxy_quality is q.proxy_quality
+
+
+def equal_compute_results() -> pd.DataFrame:
+    rows = [
+        # strategy, config, accuracy, seconds, pruned
+        ("target", "x", 0.90, 10.0, False),
+        ("target", "y", 0.80, 10.0, False),
+        ("target", "z", 0.70, 10.0, False),
+        ("easiest-0.1", "x", 0.50, 1.0, False),
+        ("easiest-0.1", "y", 0.60, 1.0, False),
+        ("easiest-0.1", "z", 0.40, 1.0, False),
+        ("successive_halving-3", "x", 0.88, 10.0, False),
+        ("successive_halving-3", "y", 0.85, 10.0, False),
+        ("successive_halving-3", "z", 0.95, 1.0, True),  # pruned: its partial accuracy picks nothing
+    ]
+    frame = pd.DataFrame(rows, columns=["strategy", "config", "accuracy", "seconds", "pruned"])
+    frame["family"] = frame.strategy.str.split("-").str[0]
+    return frame.assign(dataset="d")
+
+
+def test_the_hybrid_promotes_exactly_the_top_share():
+    results = equal_compute_results()
+    assert q.promoted(results, "easiest-0.1", 0.5) == {"d": ["y", "x"]}  # ceil(0.5 * 3) = 2, best first
+    assert q.promoted(results, "easiest-0.1", 0.1) == {"d": ["y"]}  # at least one
+    assert q.promoted(results, "easiest-0.1", 1.0) == {"d": ["y", "x", "z"]}
+    with pytest.raises(ValueError, match="no runs of strategy 'hardest-0.1'"):
+        q.promoted(results, "hardest-0.1", 0.5)
+
+
+def test_equal_compute_regret_and_cost_worked_out_by_hand():
+    table = q.equal_compute(equal_compute_results(), promote=[{"strategy": "easiest-0.1", "top": 0.5}])
+    table = table.set_index("strategy")
+    # the proxy picks y (0.6 on the proxy): 0.9 - 0.8 lost, for 3 s of the target's 30
+    assert table.loc["easiest-0.1", "regret"] == pytest.approx(0.1)
+    assert table.loc["easiest-0.1", "relative_compute"] == pytest.approx(0.1)
+    # the hybrid trains y and x on the target as well: picks x, for 3 + 20 s
+    assert table.loc["easiest-0.1+top0.5", "regret"] == pytest.approx(0.0)
+    assert table.loc["easiest-0.1+top0.5", "relative_compute"] == pytest.approx(23 / 30)
+    assert table.loc["easiest-0.1+top0.5", "kind"] == "hybrid"
+    # successive halving picks the best it did not prune (x), for 21 s
+    assert table.loc["successive_halving-3", "regret"] == pytest.approx(0.0)
+    assert table.loc["successive_halving-3", "relative_compute"] == pytest.approx(0.7)
+    assert table.loc["successive_halving-3", "kind"] == "multi_fidelity"
+    assert table.loc["target", "regret"] == 0.0 and table.loc["target", "relative_compute"] == 1.0
+    assert table.loc["easiest-0.1", "spearman_good"] == pytest.approx(-1.0)  # good x, y: 0.5 < 0.6 but 0.9 > 0.8

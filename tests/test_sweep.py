@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -27,6 +29,7 @@ from lightning_proxy.experiments.sweep import (
     grid_configs,
     grid_study,
     open_storage,
+    report_epoch,
     run_grid,
     run_plans,
     run_sampled,
@@ -136,7 +139,7 @@ def _wait_for(log: Path, line: str, workers: list[subprocess.Popen]) -> int:
 
 
 def _fake_training(trained: list[str]):
-    def run_config(config, overrides=None, folder=None):
+    def run_config(config, overrides=None, folder=None, **_):
         trained.append(config)
         return {"best_val_acc": 0.5, "seconds": 0.0, "epoch_val_acc": [0.4, 0.5]}
 
@@ -258,7 +261,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp
 def test_a_configuration_whose_training_raised_is_trained_again_when_the_sweep_restarts(tmp_path):
     study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0", "c1"])
 
-    def broken(config, overrides=None, folder=None):
+    def broken(config, **_):
         raise RuntimeError("out of memory")
 
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -275,7 +278,7 @@ def test_a_worker_refuses_a_ranking_other_than_the_one_the_study_recorded(tmp_pa
     path.write_bytes(b"the ranking the first worker made")
     made = {"best_val_acc": 0.9, "seconds": 1.0, "ranking": str(path), "sha256": hashlib.sha256(path.read_bytes())}
     made["sha256"] = made["sha256"].hexdigest()
-    run_grid(ranking, ["default"], lambda config: made)
+    run_grid(ranking, ["default"], lambda config, **_: made)
     assert shared_ranking(ranking) == str(path)
     calls: list[str] = []
     plan = Plan("s/d/easiest-0.1", lambda: calls.append("trained") or True, ranking)
@@ -297,7 +300,7 @@ def test_a_smarter_sampler_searches_the_same_values_until_n_trials_complete(tmp_
     )
     seen: list[tuple[str, dict]] = []
 
-    def run_config(name, overrides=None, folder=None):
+    def run_config(name, overrides=None, folder=None, **_):
         seen.append((name, overrides))
         assert folder.startswith("trial")
         return {"best_val_acc": overrides["model.lr"], "seconds": 0.0, "epoch_val_acc": []}
@@ -323,17 +326,32 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     settings = {
         "datasets": {"digits": {"config": TARGET, "args": overrides}},
         "grid": {"model.lr": [3e-3, 3e-2], "model.optimizer": ["sgd"]},
-        "strategies": {"half_classes": [0.5], "easiest": [0.25], "hardest": [0.25], "epochs": [1]},
+        "strategies": {
+            "half_classes": [0.5],
+            "easiest": [0.25],
+            "hardest": [0.25],
+            "epochs": [1],
+            "successive_halving": [2],
+        },
         "output": "out",
         "study": "t",
+        "promote": [{"strategy": "easiest-0.25", "top": 0.5}],
     }
     results = sweep(**settings)
-    assert len(results) == 3 * 5 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
-    assert set(results.strategy) == {"target", "half_classes-0.5", "easiest-0.25", "hardest-0.25", "epochs-1"}
+    assert len(results) == 3 * 6 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
+    assert set(results.strategy) == {
+        *("target", "half_classes-0.5", "easiest-0.25", "hardest-0.25", "epochs-1", "successive_halving-2")
+    }
+    halving = results[results.strategy == "successive_halving-2"]
+    epochs_trained = halving.epoch_accuracies.map(json.loads).map(len)
+    assert (epochs_trained[halving.pruned] == 1).all() and (epochs_trained[~halving.pruned] == 2).all()
+    compute = pd.read_csv("out/equal_compute.csv").set_index("strategy")
+    assert compute.loc["easiest-0.25+top0.5", "kind"] == "hybrid" and Path("out/regret_vs_compute.png").is_file()
     assert results.accuracy.between(0, 1).all() and (results.seconds > 0).all()
-    curves = results.epoch_accuracies.map(json.loads)
-    assert (curves.map(len) == np.where(results.strategy == "epochs-1", 1, 2)).all()
-    assert np.allclose(curves.map(max), results.accuracy)
+    curves = results[~results.pruned].epoch_accuracies.map(json.loads)
+    one_epoch = results[~results.pruned].strategy == "epochs-1"
+    assert (curves.map(len) == np.where(one_epoch, 1, 2)).all()
+    assert np.allclose(results.epoch_accuracies.map(json.loads).map(max), results.accuracy)
     assert results.loc[results.config == "model.lr=0.03", "hyperparameter"].eq("model.lr").all()
 
     # easiest and hardest trained on the two ends of the default model's loss ranking
@@ -363,3 +381,70 @@ def _digits_targets() -> np.ndarray:
 
 def _half_classes(seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).permutation(10)[:5].tolist())
+
+
+def test_a_lower_trial_that_looks_after_a_higher_one_began_training_stands_down(tmp_path):
+    study = _study(f"sqlite:///{tmp_path / 'sweep.db'}", "s", ["c0"])
+    lower = study.ask()  # the grid's trial, its configuration not suggested yet
+    study.enqueue_trial({"config": "c0"})
+    higher = study.ask()
+    seen: list[str] = []
+
+    def training(config, **_):
+        # while the higher trial trains, the lower one's worker suggests c0 and looks
+        with pytest.raises(optuna.TrialPruned, match=f"trial {higher.number}"):
+            _grid_objective(lower, ["c0"], _fake_training(seen))
+        return {"best_val_acc": 0.5, "seconds": 0.0, "epoch_val_acc": [0.5]}
+
+    assert _grid_objective(higher, ["c0"], training) == 0.5
+    assert seen == [] and lower.number < higher.number
+
+
+# validation accuracy after each of 3 epochs, trained in this order
+EPOCH_TABLE = {
+    "a": [0.5, 0.6, 0.7],
+    "b": [0.6, 0.7, 0.8],
+    "c": [0.4, 0.9, 0.95],  # a late bloomer: successive halving cannot know
+    "d": [0.7, 0.75, 0.8],
+}
+
+
+def _table_training(table, epochs_run):
+    """A 'training' that reports the table's accuracies epoch by epoch and stops when pruned."""
+
+    def run_config(config, trial=None, **_):
+        seen = []
+        for epoch, accuracy in enumerate(table[config], start=1):
+            seen.append(accuracy)
+            if report_epoch(trial, epoch, accuracy):
+                break
+        epochs_run[config] = len(seen)
+        return {"best_val_acc": max(seen), "seconds": float(len(seen)), "epoch_val_acc": seen, "pruned": len(seen) < 3}
+
+    return run_config
+
+
+def test_successive_halving_prunes_what_its_rungs_say_and_keeps_the_epochs(tmp_path):
+    # rungs at epochs 1, 3 (min_resource 1, reduction factor 3). At epoch 1 a trial goes on when its accuracy is
+    # at least the k-th best of all reported there so far, k = max(1, n // 3): a 0.5 of [0.5]: on; b 0.6 of
+    # [0.5, 0.6]: best, on; c 0.4 of [0.5, 0.6, 0.4]: not the best, pruned after 1 epoch; d 0.7: best, on.
+    (strategy,) = [s for s in strategies_from({"successive_halving": [3]}, 10) if s.family == "successive_halving"]
+    assert strategy.name == "successive_halving-3"
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    study = grid_study("s", open_storage(url, heartbeat=1), list(EPOCH_TABLE), pruner=strategy.make_pruner(3))
+    for config in EPOCH_TABLE:
+        study.enqueue_trial({"config": config})
+    epochs_run: dict[str, int] = {}
+    assert run_grid(study, list(EPOCH_TABLE), _table_training(EPOCH_TABLE, epochs_run)) is True
+    assert epochs_run == {"a": 3, "b": 3, "c": 1, "d": 3}
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert [t.params["config"] for t in pruned] == ["c"] and pruned[0].user_attrs["seconds"] == 1.0
+    assert run_grid(study, list(EPOCH_TABLE), _table_training(EPOCH_TABLE, {})) is True  # a pruned one is settled
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.set_user_attr("strategy", "successive_halving-3")
+        for key, value in {"dataset": "d", "family": "successive_halving", "size": 1.0, "epochs": None}.items():
+            study.set_user_attr(key, value)
+    results = collect_results(url).set_index("config")
+    assert results.loc["c", "pruned"] and results.loc["c", "accuracy"] == 0.4  # its best reported accuracy
+    assert not results.loc["d", "pruned"] and results.loc["d", "accuracy"] == 0.8

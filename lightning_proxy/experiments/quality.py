@@ -36,6 +36,8 @@ FAMILY_COLORS = {
     "hardest": "tab:blue",
     "epochs": "tab:purple",
 }
+MULTI_FIDELITY = ("successive_halving", "hyperband")  # families that search the target task with a pruner
+KIND_MARKERS = {"target": "*", "proxy": "o", "multi_fidelity": "s", "hybrid": "D"}
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -366,12 +368,103 @@ def split_half_correlation(split_df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "metric", "correlation", "n"])
 
 
+# ----------------------------------------------------------------------------------- at equal compute
+
+
+def promoted(results: pd.DataFrame, strategy: str, top: float) -> dict[str, list[str]]:
+    """The hybrid's first rung: per dataset, the ``top`` share (at least one) of the configurations by their
+    accuracy on proxy ``strategy`` (ties by name), which it then trains on the target task."""
+    if not 0 < top <= 1:
+        raise ValueError(f"promote top must be a share in (0, 1], got {top}")
+    runs = _runs(results)
+    proxy = runs[runs.strategy == strategy].groupby(["dataset", "config"], as_index=False).accuracy.mean()
+    if proxy.empty:
+        raise ValueError(f"promote: no runs of strategy {strategy!r} (strategies: {sorted(runs.strategy.unique())})")
+    out = {}
+    for dataset, d in proxy.groupby("dataset"):
+        ranked = d.sort_values(["accuracy", "config"], ascending=[False, True]).config.tolist()
+        out[str(dataset)] = ranked[: max(1, int(np.ceil(top * len(ranked))))]
+    return out
+
+
+def equal_compute(
+    results: pd.DataFrame, promote: Sequence[dict[str, Any]] = (), target: str = "target", good_quantile: float = 0.5
+) -> pd.DataFrame:
+    """Every strategy as a way to pick a configuration, against what it cost: one row per strategy.
+
+    ``total_seconds`` is the time of all its runs over the grid (pruned runs count what they trained),
+    ``relative_compute`` that over the target's, ``regret`` the target accuracy of the target's best
+    configuration minus that of the strategy's pick (its best configuration; under a pruner the best that
+    was not pruned), averaged over datasets, and ``spearman_good`` as in :func:`proxy_quality`. Each
+    ``promote`` entry ``{strategy, top}`` adds a hybrid ``<strategy>+top<top>``: every configuration on the
+    proxy, the :func:`promoted` share on the target task, the best of those on the target picked, its
+    cost the proxy's runs plus the promoted target runs.
+    """
+    runs = _runs(results)
+    runs["pruned"] = runs["pruned"].fillna(False).astype(bool) if "pruned" in runs else False
+    mean = runs.groupby(["dataset", "strategy", "config"], as_index=False).agg(
+        accuracy=("accuracy", "mean"), seconds=("seconds", "mean"), pruned=("pruned", "any"), family=("family", "first")
+    )
+    reference = mean[mean.strategy == target].set_index(["dataset", "config"])
+    if reference.empty:
+        raise ValueError(f"no runs of the target strategy {target!r}: the regret is measured on the target task")
+    best = reference.accuracy.groupby(level="dataset").max()
+    spearman = proxy_quality(results, good_quantile, target=target).set_index("strategy").spearman_good
+
+    def regret(picks: dict[str, str]) -> float:
+        return float(np.mean([best[d] - reference.accuracy[(d, c)] for d, c in picks.items()]))
+
+    rows = []
+    for strategy, g in mean.groupby("strategy", sort=False):
+        picks = {}
+        for dataset, d in g.groupby("dataset"):
+            finished = d[~d.pruned] if (~d.pruned).any() else d
+            picks[str(dataset)] = _best(finished, "accuracy")
+        family = str(g.family.iloc[0])
+        kind = "target" if strategy == target else "multi_fidelity" if family in MULTI_FIDELITY else "proxy"
+        rows.append(
+            {
+                "strategy": strategy,
+                "kind": kind,
+                "total_seconds": float(g.seconds.sum()),
+                "regret": regret(picks),
+                "spearman_good": spearman.get(strategy, np.nan),
+            }
+        )
+    for spec in promote:
+        top, name = float(spec["top"]), str(spec["strategy"])
+        chosen = promoted(results, name, top)
+        proxy_seconds = mean[mean.strategy == name].seconds.sum()
+        target_seconds = sum(reference.seconds[(d, c)] for d, configs in chosen.items() for c in configs)
+        picks = {d: max(configs, key=lambda c, d=d: (reference.accuracy[(d, c)], c)) for d, configs in chosen.items()}
+        rows.append(
+            {
+                "strategy": f"{name}+top{top:g}",
+                "kind": "hybrid",
+                "total_seconds": float(proxy_seconds + target_seconds),
+                "regret": regret(picks),
+                "spearman_good": np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    reference_seconds = float(table.loc[table.strategy == target, "total_seconds"].iloc[0])
+    table["relative_compute"] = table.total_seconds / reference_seconds
+    columns = ["strategy", "kind", "relative_compute", "regret", "spearman_good", "total_seconds"]
+    return table[columns].sort_values(["relative_compute", "strategy"]).reset_index(drop=True)
+
+
 def table2(quality: pd.DataFrame) -> str:
     """The quality table as markdown (the paper's Table 2), numbers to 3 decimals, in the table's order."""
     columns = (["dataset"] if "dataset" in quality else []) + list(TABLE2)
     missing = [c for c in columns if c not in quality]
     if missing:
         raise ValueError(f"quality lacks the column(s) {missing}; pass the table proxy_quality returns")
+    return markdown(quality[columns])
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A table as markdown, numbers to 3 decimals (names left-aligned, numbers right)."""
+    columns = list(table.columns)
 
     def cell(value: Any) -> str:
         if isinstance(value, float | np.floating):
@@ -380,9 +473,9 @@ def table2(quality: pd.DataFrame) -> str:
 
     lines = [
         "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---" if c in ("dataset", "strategy") else "---:" for c in columns) + "|",
+        "|" + "|".join("---" if c in ("dataset", "strategy", "kind") else "---:" for c in columns) + "|",
     ]
-    for _, row in quality[columns].iterrows():
+    for _, row in table.iterrows():
         lines.append("| " + " | ".join(cell(row[c]) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
@@ -465,6 +558,26 @@ def plot_quality_vs_cost(quality: pd.DataFrame, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_regret_vs_compute(table: pd.DataFrame, path: str | Path) -> Path:
+    """Regret of each strategy's pick against its total compute over the grid, the proxies, the
+    multi-fidelity searches and the hybrids side by side (from :func:`equal_compute`)."""
+    fig, axes = new_figure(1, 1, (7.5, 4.8))
+    ax = axes[0, 0]
+    for i, (kind, g) in enumerate(table.groupby("kind", sort=False)):
+        ax.scatter(g.relative_compute, g.regret, marker=KIND_MARKERS.get(kind, "o"), s=40, color=f"C{i}", label=kind)
+        for row in g.itertuples():
+            ax.annotate(
+                row.strategy, (row.relative_compute, row.regret), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("compute over the whole grid (x the target task's)")
+    ax.set_ylabel("regret (target accuracy lost by the pick)")
+    ax.set_title("Picking a configuration: regret against compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def plot_split_half(split_df: pd.DataFrame, path: str | Path) -> Path:
     """Figure 3: each metric on one half against the other half, per split, with their correlation."""
     fig, axes = new_figure(len(METRICS), len(SPLITS), (4.2 * len(SPLITS), 3.4 * len(METRICS)))
@@ -515,14 +628,20 @@ def plot_epoch_agreement(agreement: pd.DataFrame, path: str | Path) -> Path:
 
 
 def report(
-    results: pd.DataFrame | str | Path, output_dir: str | Path, good_quantile: float = 0.5, target: str = "target"
+    results: pd.DataFrame | str | Path,
+    output_dir: str | Path,
+    good_quantile: float = 0.5,
+    target: str = "target",
+    promote: Sequence[dict[str, Any]] = (),
 ) -> pd.DataFrame:
     """Every table and figure of the paper's analysis for one results table, written into ``output_dir``.
 
     ``quality.csv``, ``quality_by_dataset.csv``, ``table2.md``, ``table2.csv``, ``split_half.csv``,
     ``split_half_correlation.csv``, ``epoch_agreement.csv`` (with epoch_accuracies) and the PNGs
-    ``proxy_vs_target.png``, ``quality_vs_cost.png``, ``split_half.png``, ``epoch_agreement.png``; each file
-    written atomically. What the data cannot support is skipped with a printed note. Returns the pooled table.
+    ``proxy_vs_target.png``, ``quality_vs_cost.png``, ``split_half.png``, ``epoch_agreement.png``, and
+    :func:`equal_compute` (with the ``promote`` hybrids) as ``equal_compute.csv`` / ``.md`` and
+    ``regret_vs_compute.png``; each file written atomically. What the data cannot support is skipped with
+    a printed note. Returns the pooled table.
     """
     if not isinstance(results, pd.DataFrame):
         results = pd.read_csv(results)
@@ -546,6 +665,10 @@ def report(
     else:
         print("note: no proxy strategy besides the target; proxy_vs_target.png not written")
     plot_quality_vs_cost(quality, out / "quality_vs_cost.png")
+    compute = equal_compute(results, promote, target, good_quantile)
+    write_csv(out / "equal_compute.csv", compute)
+    write_text(out / "equal_compute.md", markdown(compute))
+    plot_regret_vs_compute(compute, out / "regret_vs_compute.png")
     if "epoch_accuracies" in results:
         try:
             agreement = epoch_agreement(results, target)

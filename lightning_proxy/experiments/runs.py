@@ -156,11 +156,13 @@ def train(
     callbacks: list[dict[str, Any]] | None = None,
     seed: int = 0,
     progress: tuple[Progress, str] | None = None,
+    extra_callbacks: Sequence[Any] = (),
     **extra: Any,
 ) -> dict[str, Any]:
     """Fit ``training`` in ``folder`` (skipped when its result exists); return the result.
 
-    ``callbacks`` replaces the config's ``trainer.callbacks`` (``class_path``/``init_args`` dicts). The
+    ``callbacks`` replaces the config's ``trainer.callbacks`` (``class_path``/``init_args`` dicts);
+    ``extra_callbacks`` are callback objects added to them (e.g. one that reports to a live Optuna trial). The
     result holds the final validation accuracy and loss, the best validation accuracy at any epoch and
     every epoch's, the wall time of the fit, the number of training examples and ``extra``. ``progress``:
     the experiment's :class:`Progress` and this run's label, for its line when it finishes.
@@ -193,7 +195,7 @@ def train(
     with _lightning_info(shown=progress is None or progress[0].trained == 0):
         trainer, model, datamodule = run.instantiate()
         history = _validation_history()
-        trainer.callbacks.append(history)
+        trainer.callbacks.extend([history, *extra_callbacks])
         start = time.perf_counter()
         trainer.fit(model, datamodule)
         seconds = time.perf_counter() - start

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the training layer imports Lightning: only when a run reall
     from lightning_proxy.training import Training
 
 FAMILIES = ("random", "half_classes", "other_half_classes", "easiest", "hardest", "epochs")
+PRUNERS = {"successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner"}  # on the target task
 RESULT_COLUMNS = [
     "dataset",
     "strategy",
@@ -59,6 +60,7 @@ RESULT_COLUMNS = [
     "seconds",
     "epoch_accuracies",
     "trial",
+    "pruned",
 ]
 
 
@@ -72,6 +74,15 @@ class Strategy:
     epochs: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     needs_ranking: bool = False
+    pruner: dict[str, Any] | None = None  # multi-fidelity search on the target task: Optuna's pruner and its args
+
+    def make_pruner(self, max_epochs: int) -> Any:
+        if self.pruner is None:
+            return None
+        args = {k: v for k, v in self.pruner.items() if k != "name"}
+        if self.family == "hyperband":
+            args["max_resource"] = max_epochs
+        return getattr(optuna.pruners, PRUNERS[self.family])(**args)
 
 
 @dataclass
@@ -97,13 +108,26 @@ def strategies_from(spec: dict[str, list[Any]] | None, num_classes: int, seed: i
 
     Sizes are shares of the (class-restricted) pool, or ``{fraction, skip}`` for a band of a loss ranking;
     ``epochs`` lists epoch counts. ``half_classes`` draws ``num_classes // 2`` classes with ``seed``;
-    ``other_half_classes`` keeps the rest. The target comes first.
+    ``other_half_classes`` keeps the rest. ``successive_halving`` and ``hyperband`` search the target task
+    itself with Optuna's pruner of that name, one per reduction factor (or ``{reduction_factor, min_resource}``
+    in epochs). The target comes first.
     """
     out = [Strategy("target", "target")]
     for family, sizes in (spec or {}).items():
-        if family not in FAMILIES:
-            raise ValueError(f"unknown strategy {family!r}; choose from {list(FAMILIES)}")
+        if family not in (*FAMILIES, *PRUNERS):
+            raise ValueError(f"unknown strategy {family!r}; choose from {[*FAMILIES, *PRUNERS]}")
         for size in sizes:
+            if family in PRUNERS:
+                args = size if isinstance(size, dict) else {"reduction_factor": size}
+                unknown = set(args) - {"reduction_factor", "min_resource"}
+                if unknown or not isinstance(args.get("reduction_factor"), int) or args["reduction_factor"] < 2:
+                    raise ValueError(
+                        f"strategy {family} takes reduction factors >= 2 (or {{reduction_factor, min_resource}}), "
+                        f"got {size!r}"
+                    )
+                pruner = {"min_resource": 1, **args}
+                out.append(Strategy(f"{family}-{args['reduction_factor']}", family, pruner=pruner))
+                continue
             if family == "epochs":
                 if not isinstance(size, int) or size < 1:
                     raise ValueError(f"strategy epochs takes whole numbers of epochs >= 1, got {size!r}")
@@ -200,7 +224,9 @@ def open_storage(url: str, heartbeat: int = 60) -> Any:
         )
 
 
-def grid_study(name: str, storage: Any, configs: list[str], seed: int = 0, sampler: Any = None) -> Any:
+def grid_study(
+    name: str, storage: Any, configs: list[str], seed: int = 0, sampler: Any = None, pruner: Any = None
+) -> Any:
     """The study of one (dataset, strategy): Optuna's GridSampler gives trial k grid point k (of a seeded order)."""
     return optuna.create_study(
         study_name=name,
@@ -208,6 +234,7 @@ def grid_study(name: str, storage: Any, configs: list[str], seed: int = 0, sampl
         sampler=sampler or optuna.samplers.GridSampler({"config": configs}, seed=seed),
         direction="maximize",
         load_if_exists=True,
+        pruner=pruner,
     )
 
 
@@ -228,7 +255,13 @@ def _optimize_one(study: Any, objective: Callable[[Any], float]) -> None:
         study.optimize(objective, n_trials=1)
 
 
-UNDER_WAY = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+def _state(trial: Any) -> TrialState | str:
+    """A trial's state, where a pruner's PRUNED (the configuration is settled) differs from standing down."""
+    return "stood_down" if "stood_down_for" in trial.user_attrs else trial.state
+
+
+SETTLED = (TrialState.COMPLETE, TrialState.PRUNED)
+UNDER_WAY = (*SETTLED, TrialState.RUNNING, TrialState.WAITING)
 
 
 def run_grid(study: Any, configs: list[str], run_config: Callable[..., dict[str, Any]]) -> bool:
@@ -236,18 +269,19 @@ def run_grid(study: Any, configs: list[str], run_config: Callable[..., dict[str,
     every one is complete, False when some still train elsewhere.
 
     A configuration whose trials all failed (a training that raised, or a worker dead past its retries) is
-    queued again; a trial of a configuration another live trial numbered lower already trains stands down.
+    queued again. A trial stands down (PRUNED, ``stood_down_for``) when another trial of its configuration
+    is settled, trains already, or is live and numbered lower: of trials queued twice at once, one trains.
     """
     objective = functools.partial(_grid_objective, configs=configs, run_config=run_config)
     while True:
         _fail_stale_trials(study)  # by the database's clock; their retries are queued as WAITING trials
         states: dict[str | None, set[TrialState]] = {}
         for trial in study.get_trials(deepcopy=False):
-            states.setdefault(config_of(trial), set()).add(trial.state)
+            states.setdefault(config_of(trial), set()).add(_state(trial))
         todo = [c for c in configs if not states.get(c, set()) & set(UNDER_WAY)]
         waiting = any(TrialState.WAITING in s for s in states.values())
         if not todo and not waiting:
-            return all(TrialState.COMPLETE in states[c] for c in configs)
+            return all(states[c] & set(SETTLED) for c in configs)
         if todo and not waiting and todo[0] in states:  # tried and failed: the grid counts it as visited
             study.enqueue_trial({"config": todo[0]})
         _optimize_one(study, objective)
@@ -255,10 +289,13 @@ def run_grid(study: Any, configs: list[str], run_config: Callable[..., dict[str,
 
 def _grid_objective(trial: Any, configs: list[str], run_config: Callable[..., dict[str, Any]]) -> float:
     config = trial.suggest_categorical("config", configs)
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if other.number < trial.number and config_of(other) == config:
+    for other in trial.study.get_trials(deepcopy=False, states=(*SETTLED, TrialState.RUNNING)):
+        if other.number == trial.number or config_of(other) != config or _state(other) == "stood_down":
+            continue
+        if other.state != TrialState.RUNNING or other.number < trial.number or "training" in other.user_attrs:
             trial.set_user_attr("stood_down_for", other.number)
             raise optuna.TrialPruned(f"configuration {config} is trial {other.number}'s")
+    trial.set_user_attr("training", True)
     return _trained(trial, config, run_config)
 
 
@@ -285,18 +322,48 @@ def run_sampled(
 
 
 def _trained(trial: Any, config: str, run_config: Callable[..., dict[str, Any]], **kwargs: Any) -> float:
-    """Train ``config`` for ``trial`` (a finished training is read back) and return its best validation accuracy."""
+    """Train ``config`` for ``trial`` (a finished training is read back) and return its best validation accuracy;
+    a training its study's pruner stopped keeps its epochs and time and ends the trial PRUNED."""
     trial.set_user_attr("config", config)
-    result = run_config(config, **kwargs)
-    for key in ("seconds", "epoch_val_acc", "train_examples", "val_acc", "ranking", "sha256"):
+    result = run_config(config, trial=trial, **kwargs)
+    for key in ("seconds", "epoch_val_acc", "train_examples", "val_acc", "ranking", "sha256", "pruned"):
         if key in result:
             trial.set_user_attr(key, result[key])
+    how = f"pruned after {len(result['epoch_val_acc'])} epochs" if result.get("pruned") else "best val acc"
     print(
-        f"[sweep] {trial.study.study_name} trial {trial.number} {config}: best val acc {result['best_val_acc']:.4f}, "
+        f"[sweep] {trial.study.study_name} trial {trial.number} {config}: {how} {result['best_val_acc']:.4f}, "
         f"{result['seconds']:.1f} s",
         flush=True,
     )
+    if result.get("pruned"):
+        raise optuna.TrialPruned(f"pruned after {len(result['epoch_val_acc'])} epochs")
     return result["best_val_acc"]
+
+
+def _pruning(trial: Any) -> Any:
+    """A callback that reports each validation epoch's accuracy to ``trial`` and stops the fit when its
+    study's pruner says so (Lightning finishes the epoch)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Pruning(Callback):
+        def __init__(self) -> None:
+            self.reported = 0
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            accuracy = trainer.callback_metrics.get("val/acc")
+            if trainer.sanity_checking or accuracy is None:
+                return
+            self.reported = trainer.current_epoch + 1
+            if report_epoch(trial, self.reported, float(accuracy)):
+                trainer.should_stop = True
+
+    return Pruning()
+
+
+def report_epoch(trial: Any, epoch: int, accuracy: float) -> bool:
+    """Tell ``trial`` its validation accuracy after ``epoch`` epochs (the resource); True when its pruner stops it."""
+    trial.report(accuracy, step=epoch)
+    return trial.should_prune()
 
 
 # --- the sweep ------------------------------------------------------------------------------------------
@@ -405,6 +472,7 @@ def sweep(
     seed: int = 0,
     heartbeat: int = 60,
     report: bool = True,
+    promote: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Train the grid on every dataset's target task and on each proxy strategy; then report proxy quality.
 
@@ -415,7 +483,8 @@ def sweep(
             ``{"model.lr": [1e-3, 1e-2], "model.optimizer": ["sgd", "rmsprop"]}``.
         strategies: family -> sizes: ``random``, ``half_classes``, ``other_half_classes``, ``easiest``,
             ``hardest`` take shares of the pool (or ``{fraction, skip}`` for a band); ``epochs`` takes epoch
-            counts. The target task is always included.
+            counts; ``successive_halving`` and ``hyperband`` take reduction factors (multi-fidelity search of
+            the target task with Optuna's pruners). The target task is always included.
         output: folder of the runs, the default SQLite storage, ``results.csv`` and the report.
         storage: an Optuna storage URL (e.g. ``postgresql://...`` for workers on many machines); default
             ``sqlite:///<output>/sweep.db``.
@@ -427,6 +496,8 @@ def sweep(
         seed: seed of every training, of the random subsets and of the class draw.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 3 of them is failed.
         report: write ``results.csv`` and the proxy-quality report when this worker is done.
+        promote: hybrids for the report, ``[{strategy: easiest-0.1, top: 0.25}]``: every configuration on that
+            proxy, the top share of them on the target task (whose runs the sweep has), the best picked.
     """
     if sampler is not None and not n_trials:
         raise ValueError("a sampler searches for n_trials trials per study: give n_trials too")
@@ -439,6 +510,9 @@ def sweep(
     plans = []
     for dataset in sets:
         plan = strategies_from(strategies, _num_classes(dataset) if strategies else 0, seed)
+        for spec in promote or []:  # before anything trains
+            if set(spec) != {"strategy", "top"} or spec["strategy"] not in {s.name for s in plan}:
+                raise ValueError(f"promote {spec!r}: give {{strategy, top}} with one of {[s.name for s in plan]}")
         configs = grid_configs(grid, dataset.config)
         ranking = None
         if any(s.needs_ranking for s in plan):
@@ -461,7 +535,8 @@ def sweep(
                 ranking=ranking if strategy.needs_ranking else None,
             )
             name = study_name(study, dataset.name, strategy.name)
-            study_obj = grid_study(name, rdb, list(configs), seed, _sampler(sampler))
+            pruner = strategy.make_pruner(_max_epochs(dataset)) if strategy.pruner else None
+            study_obj = grid_study(name, rdb, list(configs), seed, _sampler(sampler), pruner)
             for key, value in {
                 "dataset": dataset.name,
                 "strategy": strategy.name,
@@ -485,7 +560,7 @@ def sweep(
         from lightning_proxy.experiments.quality import report as quality_report
 
         write_csv(out / "results.csv", results)
-        quality_report(results, out)
+        quality_report(results, out, promote=promote or [])
     return results
 
 
@@ -501,14 +576,33 @@ def _run_config(
     out: Path,
     seed: int,
     ranking: Any = None,
+    trial: Any = None,
 ) -> dict[str, Any]:
-    """Train configuration ``name`` of ``strategy`` in its own folder (a finished one is read back, not retrained)."""
+    """Train configuration ``name`` of ``strategy`` in its own folder (a finished one is read back, not retrained).
+
+    Under a pruner the fit reports every epoch to ``trial`` and stops when pruned (``pruned`` in the result).
+    """
     changes = overrides if overrides is not None else configs[name]
     where = out / dataset.name / strategy.name / _slug(folder or name)
     one_process = {"trainer.devices": 1, "trainer.num_nodes": 1}  # parallelism is one worker per device
     subset = {"data.subset.ranking": shared_ranking(ranking)} if ranking is not None else {}
     run = dataset.training({**base, **subset, **changes, **one_process})
-    return train(where, run, seed=seed, configuration=name, strategy=strategy.name)
+    if strategy.pruner is None or trial is None:
+        return train(where, run, seed=seed, configuration=name, strategy=strategy.name)
+    pruning = _pruning(trial)
+    result = train(where, run, seed=seed, configuration=name, strategy=strategy.name, extra_callbacks=[pruning])
+    if not pruning.reported:  # read back from an earlier attempt: tell the pruner what it saw
+        for epoch, accuracy in enumerate(result["epoch_val_acc"], start=1):
+            trial.report(accuracy, step=epoch)
+    return {**result, "pruned": len(result["epoch_val_acc"]) < _max_epochs(dataset, changes)}
+
+
+def _max_epochs(dataset: Dataset, changes: dict[str, Any] | None = None) -> int:
+    """The target task's epochs for a configuration (what a pruner's largest rung is)."""
+    merged = {**dataset.args, **(changes or {})}
+    if "trainer.max_epochs" in merged:
+        return int(merged["trainer.max_epochs"])
+    return int(_lookup(yaml.safe_load(Path(dataset.config).read_text()) or {}, "trainer.max_epochs"))
 
 
 def _hyperparameter(changes: dict[str, Any]) -> str:
@@ -533,7 +627,9 @@ def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
             continue
         study_obj = optuna.load_study(study_name=summary.study_name, storage=rdb)
         configs, seen = attrs.get("configs", {}), set()
-        for trial in study_obj.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for trial in study_obj.get_trials(deepcopy=False, states=SETTLED):
+            if _state(trial) == "stood_down" or (trial.state == TrialState.PRUNED and not trial.intermediate_values):
+                continue
             config = trial.user_attrs.get("config") or config_of(trial)
             if config in seen and attrs.get("search") == "grid":
                 continue  # a rare duplicate of a grid point (two workers at once): its first trial counts
@@ -547,10 +643,11 @@ def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
                     "epochs": attrs["epochs"],
                     "config": config,
                     "hyperparameter": configs.get(config, config.split("=")[0] if "=" in config else "default"),
-                    "accuracy": trial.value,
+                    "accuracy": trial.value if trial.value is not None else max(trial.intermediate_values.values()),
                     "seconds": trial.user_attrs.get("seconds"),
                     "epoch_accuracies": json.dumps(trial.user_attrs.get("epoch_val_acc") or []),
                     "trial": trial.number,
+                    "pruned": trial.state == TrialState.PRUNED,
                 }
             )
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
@@ -562,6 +659,7 @@ def sweep_report(
     study: str | None = None,
     output: str | None = None,
     good_quantile: float = 0.5,
+    promote: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Proxy-quality report (000 paper Table 2, Figures 1-4) of a sweep's storage or of a results table.
 
@@ -571,6 +669,7 @@ def sweep_report(
         study: only studies named ``<study>/...`` (default: every sweep study).
         output: folder of the report (default: beside the storage or the table).
         good_quantile: good configurations have a proxy accuracy at or above this quantile.
+        promote: hybrids for the compute comparison, ``[{strategy: easiest-0.1, top: 0.25}]``.
     """
     from lightning_proxy.experiments.quality import report as quality_report
     from lightning_proxy.experiments.quality import table2
@@ -591,6 +690,6 @@ def sweep_report(
             raise SystemExit(f"no completed sweep trials in {storage}{where}")
         out.mkdir(parents=True, exist_ok=True)
         write_csv(out / "results.csv", table)
-    quality = quality_report(table, out, good_quantile=good_quantile)
+    quality = quality_report(table, out, good_quantile=good_quantile, promote=promote or [])
     print(table2(quality))
     return quality

@@ -24,7 +24,7 @@ def main() -> None:
     configs = json.loads(configs)
     study = grid_study(name, open_storage(url, heartbeat=1), configs)
 
-    def run_config(config, overrides=None, folder=None):
+    def run_config(config, overrides=None, folder=None, **_):
         with open(log, "a") as f:
             f.write(f"start {config} {os.getpid()}\n")
         hung = Path(f"{log}.hung")
