@@ -29,7 +29,7 @@ OVERRIDES = {
     ],
     "sweep": [
         *("--datasets", "{digits: {config: configs/sweep_digits_target.yaml, args: {trainer.max_epochs: 2}}}"),
-        *("--grid", "{model.lr: [3.0e-2]}", "--strategies", "{epochs: [1], successive_halving: [3]}"),
+        *("--grid", "{model.lr: [3.0e-2]}", "--strategies", "{epochs: [1]}"),
         *("--promote", "[{strategy: epochs-1, top: 0.5}]"),
     ],
     "fit --config configs/digits.yaml": ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"],

@@ -22,11 +22,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from lightning_proxy.experiments.strategies import grid_configs, strategies_from
 from lightning_proxy.experiments.sweep import (
     Plan,
     _grid_objective,
     collect_results,
-    grid_configs,
     grid_study,
     open_storage,
     report_epoch,
@@ -34,7 +34,6 @@ from lightning_proxy.experiments.sweep import (
     run_plans,
     run_sampled,
     shared_ranking,
-    strategies_from,
     sweep,
 )
 from lightning_proxy.selection import load_ranking
