@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.special import softmax
+from scipy.stats import entropy as scipy_entropy
 from torch.utils.data import DataLoader
 
 import lightning_proxy.experiments.active as active_module
@@ -94,24 +96,25 @@ class Identity(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def test_least_confidence_picks_the_lowest_max_probability_among_the_unlabelled(tmp_path):
+@pytest.mark.parametrize("method", ["least_confidence", "entropy"])
+def test_uncertainty_picks_the_most_uncertain_among_the_unlabelled(tmp_path, method):
     logits = torch.randn(N, 5, generator=torch.Generator().manual_seed(1)) * 3
     unlabelled = np.setdiff1d(POOL, LABELLED)
     scored_file = active_module.save_indices(tmp_path / "scored.npy", unlabelled)
-    scorer = PostTrainingScores(
-        dirpath=str(tmp_path), statistics=["least_confidence"], embeddings=False, indices=str(scored_file)
-    )
+    scorer = PostTrainingScores(dirpath=str(tmp_path), statistics=[method], embeddings=False, indices=str(scored_file))
     trainer = L.Trainer(
         max_epochs=1, callbacks=[scorer], logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
     trainer.fit(Identity(), FixedLogits(logits))
-    chosen = next_batch("least_confidence", tmp_path, POOL, LABELLED, 6, seed=0)
+    chosen = next_batch(method, tmp_path, POOL, LABELLED, 6, seed=0)
 
-    max_p = torch.softmax(logits.double(), dim=1).max(dim=1).values.numpy()
-    expected = unlabelled[np.argsort(max_p[unlabelled], kind="stable")[:6]]  # dataset indices, least confident
+    p = softmax(logits.double().numpy(), axis=1)
+    # least confidence: 1 - max p; SVP's entropy: -sum p log p of the predicted distribution
+    uncertainty = 1 - p.max(axis=1) if method == "least_confidence" else scipy_entropy(p, axis=1)
+    expected = unlabelled[np.argsort(-uncertainty[unlabelled], kind="stable")[:6]]  # dataset indices, most first
     assert chosen.tolist() == expected.tolist()
     # what was scored is the unlabelled pool, nothing else (not the labelled set, not outside the pool)
-    scored = np.load(tmp_path / "least_confidence.npz")["indices"]
+    scored = np.load(tmp_path / f"{method}.npz")["indices"]
     assert sorted(scored.tolist()) == unlabelled.tolist()
 
 
@@ -203,6 +206,13 @@ def test_tiny_active_run_then_resume_after_a_crash(tmp_path, monkeypatch):
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 5 * 2 and set(results.labelled) == {72, 108}
     assert ((results.val_error >= 0) & (results.val_error <= 1)).all()
+    assert np.allclose(results.val_error, results.best_error)  # the default: SVP's best over epochs
+    # every fit starts from new weights: a seed per role and labelled size, the same in every loop
+    by_size = results.groupby("labelled").training_seed.unique()
+    assert all(len(seeds) == 1 for seeds in by_size) and by_size[72][0] != by_size[108][0]
+    selector_seeds = {read_result(out / "seed0" / "proxy_kcenters" / f"proxy_{n}")["seed"] for n in (36, 72)}
+    assert len(selector_seeds) == 2
+    assert "seeding: per_training" in (out / "summary.txt").read_text()
     proxy = summary[summary.selector == "proxy"]
     assert proxy.selection_speedup.notna().all() and (proxy.selection_speedup > 0).all()
     for name in ("active.png", "summary.txt", "summary.csv"):

@@ -173,3 +173,19 @@ def test_coreset_configs_parse_and_name_existing_training_configs(config, capsys
     for key in ("proxy_config", "target_config"):
         path = next(line.split(":", 1)[1].strip() for line in printed.splitlines() if line.startswith(key))
         assert Path(path).is_file(), path
+
+
+def test_kcenters_start_keeps_its_random_points_then_adds_the_farthest(tmp_path):
+    # points on a line; SVP's start: random points (here 2, drawn with the seed: indices 3 and 4, at 3 and 10)
+    x = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 20.0, 30.0], dtype=np.float32)
+    np.save(tmp_path / "embeddings.npy", x[:, None])
+    save_ranking(tmp_path / "entropy.npz", ranking(np.arange(8.0), dataset="line"))
+    assert np.random.default_rng(1).choice(8, 2, replace=False).tolist() == [3, 4]
+    path = coreset_module.k_centers_ranking(tmp_path, 5 / 8, seed=1, start=2)
+    # nearest-center distances from {3, 10}: 30 is farthest (20), then 20 (10), then 0 (3)
+    kcenters = load_ranking(path)
+    assert kcenters.indices.tolist() == [3, 4, 7, 6, 0]
+    assert kcenters.metadata["kcenters_start"] == 2 and kcenters.metadata["dataset"] == "line"
+    assert coreset_module.kcenters_start_count(0.25, 8) == 2 and coreset_module.kcenters_start_count(1000, 8) == 1000
+    with pytest.raises(ValueError, match="kcenters_start must be"):
+        coreset_module.kcenters_start_count(1.5, 8)

@@ -32,8 +32,11 @@ import pandas as pd
 
 from lightning_proxy.experiments.plots import plot_error_curves
 from lightning_proxy.experiments.runs import (
+    ERROR_TEXT,
+    ERRORS,
     Progress,
     check_choices,
+    errors_of,
     flat,
     proxy_and_target,
     seeds_or_default,
@@ -43,7 +46,9 @@ from lightning_proxy.experiments.runs import (
 from lightning_proxy.files import write_atomically, write_json
 from lightning_proxy.training import Training
 
-METHODS = ("least_confidence", "kcenters", "random")
+METHODS = ("least_confidence", "entropy", "kcenters", "random")
+UNCERTAINTY = ("least_confidence", "entropy")  # scored by PostTrainingScores, most uncertain first
+SEEDINGS = ("per_training", "fixed")
 SELECTORS = ("proxy", "target")
 STATE = "state.json"
 
@@ -97,8 +102,9 @@ def next_batch(
     """The ``size`` dataset indices to label next, in the order chosen.
 
     Args:
-        method: ``least_confidence`` (highest ``1 - max p`` first), ``kcenters`` or ``random``.
-        scores_dir: the selector run's folder, holding ``least_confidence.npz`` / ``embeddings.npy``.
+        method: ``least_confidence`` (highest ``1 - max p`` first), ``entropy`` (highest entropy of the
+            predicted distribution first), ``kcenters`` or ``random``.
+        scores_dir: the selector run's folder, holding ``<method>.npz`` / ``embeddings.npy``.
         pool: sorted dataset indices of the active-learning pool.
         labelled: dataset indices already labelled (a subset of ``pool``).
         size: how many to add.
@@ -109,15 +115,13 @@ def next_batch(
         raise ValueError(f"cannot label {size} more: only {len(unlabelled)} pool examples are unlabelled")
     if method == "random":
         return np.random.default_rng(seed).choice(unlabelled, size, replace=False)
-    if method == "least_confidence":
+    if method in UNCERTAINTY:
         from lightning_proxy.selection.ranking import load_ranking
 
-        ranking = load_ranking(scores_dir / "least_confidence.npz")
-        order = ranking.indices[np.isin(ranking.indices, unlabelled)]  # least confident first
+        ranking = load_ranking(scores_dir / f"{method}.npz")
+        order = ranking.indices[np.isin(ranking.indices, unlabelled)]  # most uncertain first
         if len(order) < size:
-            raise ValueError(
-                f"{scores_dir / 'least_confidence.npz'} scores {len(order)} unlabelled examples, {size} needed"
-            )
+            raise ValueError(f"{scores_dir / f'{method}.npz'} scores {len(order)} unlabelled examples, {size} needed")
         return order[:size]
     if method == "kcenters":
         from lightning_proxy.selection.kcenters import greedy_k_centers
@@ -157,9 +161,10 @@ class Loop:
         sizes: list[int],
         seed: int,
         identity: dict[str, Any],
+        seeding: str = "per_training",
     ) -> None:
         self.folder, self.method, self.selector, self.training = folder, method, selector, training
-        self.pool, self.sizes, self.seed = pool, sizes, seed
+        self.pool, self.sizes, self.seed, self.seeding = pool, sizes, seed, seeding
         self.identity = identity
         self.state = self._load()
 
@@ -192,6 +197,15 @@ class Loop:
     def run_folder(self, who: str, size: int) -> Path:
         return self.folder / f"{who}_{size}"
 
+    def training_seed(self, who: str, size: int) -> int:
+        """The seed of ``who``'s training on ``size`` labelled examples: with ``per_training`` (SVP seeds once,
+        so every fit starts from new weights) one derived from the loop's seed, its role and size; with
+        ``fixed`` the loop's seed for every fit."""
+        if self.seeding == "fixed":
+            return self.seed
+        role = {"proxy": 1, "target": 2}[who]
+        return int(np.random.SeedSequence([self.seed, role, size]).generate_state(1)[0] >> 1)
+
     def run(self, progress: Progress | None = None) -> None:
         for r in range(len(self.state["rounds"]), len(self.sizes)):
             have, want = self.sizes[r - 1], self.sizes[r]
@@ -203,7 +217,7 @@ class Loop:
                 scored = self.pool if self.method == "kcenters" else np.setdiff1d(self.pool, labelled)
                 scored_file = save_indices(self.folder / f"scored_{have}.npy", scored)
                 init = {
-                    "statistics": ["least_confidence"],
+                    "statistics": [self.method] if self.method in UNCERTAINTY else ["least_confidence"],
                     "embeddings": self.method == "kcenters",
                     "indices": str(scored_file),
                 }
@@ -212,7 +226,7 @@ class Loop:
                     scores_dir,
                     self.training.with_overrides({"data.subset.indices": str(self.labelled_file(have))}),
                     [{"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init}],
-                    self.seed,
+                    self.training_seed(self.selector, have),
                     None if progress is None else (progress, f"{self.folder.name} selector, {have} labelled"),
                     role=f"{self.selector} selector",
                     labelled=have,
@@ -248,6 +262,8 @@ def active(
     schedule: list[float | int] | None = None,
     budgets: list[float | int] | None = None,
     seeds: list[int] | None = None,
+    error: str = "best",
+    seeding: str = "per_training",
 ) -> pd.DataFrame:
     """Batch active learning via proxy: grow labelled sets round by round, train the target at each budget.
 
@@ -261,19 +277,26 @@ def active(
         target_args: overrides of the target's config.
         data_args: overrides of both; ``data.subset.*`` here chooses the active-learning pool (e.g.
             ``data.subset.fraction: 0.5``, or ``data.subset.classes``), which may be part of the dataset.
-        methods: ``least_confidence``, ``kcenters``, ``random`` (default: all three).
+        methods: ``least_confidence``, ``entropy``, ``kcenters``, ``random`` (default: all four).
         selectors: ``proxy`` and/or ``target`` (default both; random selection needs no selector).
         schedule: the initial labelled share, then the growth per round, the last step repeated; floats
             are shares of the pool, ints counts (default ``[0.02, 0.08, 0.1]``: 2 %, 10 %, 20 %, ...).
         budgets: labelled-set sizes at which the target is trained and evaluated, shares or counts; each
             must be a size the schedule reaches (default 0.1, 0.2, 0.3, 0.4, 0.5).
         seeds: one initial set, selector and target initialisation per seed (default ``[0]``).
+        error: which validation error the tables report: ``best`` over epochs (SVP's) or ``final``;
+            results.csv keeps both.
+        seeding: ``per_training`` (SVP's: each round's selector and each target start from new weights, a
+            seed derived from the loop's seed, role and size, recorded in results.csv) or ``fixed`` (one seed
+            for every fit of a loop).
     """
     methods = check_choices(methods or METHODS, METHODS, "methods")
     selectors = check_choices(selectors or SELECTORS, SELECTORS, "selectors")
     schedule = list(schedule or [0.02, 0.08, 0.1])
     budgets = list(budgets or [0.1, 0.2, 0.3, 0.4, 0.5])
     seeds = seeds_or_default(seeds)
+    check_choices([error], ERRORS, "error")
+    check_choices([seeding], SEEDINGS, "seeding")
     # the pool: the target's training subset under data_args; runs on a labelled set keep the pool's class
     # restriction (and its label mapping), not its sampling rule
     data = flat(data_args)
@@ -297,8 +320,9 @@ def active(
             name = method if selector is None else f"{selector}_{method}"
             identity = {"pool_size": len(pool), "dataset_size": dataset_size, "fingerprint": fingerprint}
             identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
+            identity |= {"seeding": seeding}
             training = trainings[selector or "target"]
-            loop = Loop(out / f"seed{seed}" / name, method, selector, training, pool, sizes, seed, identity)
+            loop = Loop(out / f"seed{seed}" / name, method, selector, training, pool, sizes, seed, identity, seeding)
             loop.run(progress)
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training
@@ -306,7 +330,7 @@ def active(
                     loop.run_folder("target", size),
                     trainings["target"].with_overrides({"data.subset.indices": str(loop.labelled_file(size))}),
                     [],
-                    seed,
+                    loop.training_seed("target", size),
                     (progress, f"{name} target, {size} labelled" + (f", seed {seed}" if len(seeds) > 1 else "")),
                     role="target",
                     labelled=size,
@@ -318,15 +342,16 @@ def active(
                         "method": method,
                         "budget": budget,
                         "labelled": size,
-                        "val_error": result["val_error"],
+                        **errors_of(result, error),
+                        "training_seed": result["seed"],
                         "selection_seconds": loop.selection_seconds(size),
                         "target_seconds": result["seconds"],
                     }
                 )
-    return report(out, pd.DataFrame(rows))
+    return report(out, pd.DataFrame(rows), error, seeding)
 
 
-def report(out: Path, results: pd.DataFrame) -> pd.DataFrame:
+def report(out: Path, results: pd.DataFrame, error: str = "best", seeding: str = "per_training") -> pd.DataFrame:
     """Write results.csv, summary.csv/.txt (mean and std over seeds, selection speed-ups) and active.png."""
     summary = (
         results.groupby(["selector", "method", "budget", "labelled"], sort=False)
@@ -348,7 +373,8 @@ def report(out: Path, results: pd.DataFrame) -> pd.DataFrame:
     ]
     write_report(
         out,
-        "Active learning via proxy: target top-1 validation error (mean and std over seeds)",
+        "Active learning via proxy: target top-1 validation error (mean and std over seeds)\n"
+        f"error: {ERROR_TEXT[error]}; seeding: {seeding}",
         results,
         summary,
         [lambda: plot_errors(summary, out / "active.png")],

@@ -22,8 +22,11 @@ import pandas as pd
 from lightning_proxy.experiments.compare import compare_pair, compare_rankings, plot_heatmap
 from lightning_proxy.experiments.plots import plot_error_curves
 from lightning_proxy.experiments.runs import (
+    ERROR_TEXT,
+    ERRORS,
     Progress,
     check_choices,
+    errors_of,
     proxy_and_target,
     seeds_or_default,
     train,
@@ -50,8 +53,13 @@ def callbacks_for(statistics: set[str], embeddings: bool) -> list[dict[str, Any]
     return out
 
 
-def k_centers_ranking(folder: Path, budget_fraction: float, seed: int) -> Path:
-    """Greedy k-centers on the proxy's embeddings, saved as a ranking: the first chosen scores highest."""
+def k_centers_ranking(folder: Path, budget_fraction: float, seed: int, start: float = 1) -> Path:
+    """Greedy k-centers on the proxy's embeddings, saved as a ranking: the first chosen scores highest.
+
+    ``start`` random points (a count, or a share of the pool when below 1), drawn with ``seed``, come first
+    and stay in every subset; greedy farthest-first traversal from them chooses the rest. SVP starts from
+    1,000 random points; ``1`` is the classic start from one seeded point.
+    """
     path = folder / "kcenters.npz"
     if path.is_file():
         return path
@@ -60,12 +68,25 @@ def k_centers_ranking(folder: Path, budget_fraction: float, seed: int) -> Path:
     embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
     reference = load_ranking(next(folder.glob("entropy.npz"), None) or next(folder.glob("*.npz")))
     budget = math.ceil(budget_fraction * len(embeddings))
-    start = time.perf_counter()
-    order = greedy_k_centers(np.asarray(embeddings), budget, seed=seed).numpy()
-    seconds = time.perf_counter() - start
+    count = min(budget, kcenters_start_count(start, len(embeddings)))
+    began = time.perf_counter()
+    if count == 1:
+        order = greedy_k_centers(np.asarray(embeddings), budget, seed=seed).numpy()
+    else:
+        first = np.random.default_rng(seed).choice(len(embeddings), count, replace=False)
+        rest = greedy_k_centers(np.asarray(embeddings), budget - count, start=first).numpy() if budget > count else []
+        order = np.concatenate([first, rest]).astype(np.int64)
+    seconds = time.perf_counter() - began
     kept = {k: v for k, v in reference.metadata.items() if k not in ("statistic", "direction", "format")}
-    metadata = {**kept, "budget": budget, "kcenters_seed": seed, "seconds": seconds}
+    metadata = {**kept, "budget": budget, "kcenters_seed": seed, "kcenters_start": count, "seconds": seconds}
     return save_ranking(path, Ranking.from_order(order, reference, "kcenters", **metadata))
+
+
+def kcenters_start_count(start: float, pool_size: int) -> int:
+    """``kcenters_start`` as a number of points: a count (>= 1), or a share of the pool (in (0, 1))."""
+    if start <= 0 or (start >= 1 and start != int(start)):
+        raise ValueError(f"kcenters_start must be a count >= 1 or a share of the pool in (0, 1), got {start}")
+    return int(start) if start >= 1 else max(1, round(start * pool_size))
 
 
 def keep_for(ranking_path: Path) -> str:
@@ -84,6 +105,8 @@ def coreset(
     fractions: list[float] | None = None,
     seeds: list[int] | None = None,
     oracle: bool = True,
+    kcenters_start: float = 1,
+    error: str = "best",
 ) -> pd.DataFrame:
     """Core-set selection via proxy: train the proxy, select subsets by each method, train the target on each.
 
@@ -103,8 +126,14 @@ def coreset(
         seeds: one proxy, k-centers start and target per seed (default [0]).
         oracle: also train the target on subsets chosen by its own rankings (from its run on everything;
             those rankings are compared with the proxy's in any case).
+        kcenters_start: random points k-centers starts from, which stay in every subset: a count, or a
+            share of the pool below 1 (SVP: 1,000 on CIFAR; default 1, one seeded point).
+        error: which validation error the tables report: ``best`` over epochs (SVP's) or ``final``; results.csv
+            keeps both.
     """
     methods = check_choices(methods or ["forgetting", "entropy", "kcenters", "random"], KNOWN_METHODS, "methods")
+    check_choices([error], ERRORS, "error")
+    kcenters_start_count(kcenters_start, 1)  # a bad value is refused before anything trains
     fractions = sorted(fractions or [0.3, 0.5, 0.7, 0.9])
     if bad := [f for f in fractions if not 0 < f <= 1]:
         raise ValueError(f"fractions must lie in (0, 1], got {bad}")
@@ -130,7 +159,7 @@ def coreset(
         rankings = {m: proxy_dir / f"{m}.npz" for m in statistics}
         selection_seconds = {m: 0.0 for m in methods}
         if "kcenters" in methods:
-            rankings["kcenters"] = k_centers_ranking(proxy_dir, max(fractions), seed)
+            rankings["kcenters"] = k_centers_ranking(proxy_dir, max(fractions), seed, kcenters_start)
             selection_seconds["kcenters"] = float(load_ranking(rankings["kcenters"]).metadata["seconds"])
         # the target on everything: the baseline, and its own rankings (for the correlations and the oracle)
         full = train(
@@ -142,7 +171,13 @@ def coreset(
             role="full",
         )
         rows.append(
-            {"seed": seed, "method": "full", "fraction": 1.0, **_row(full), "end_to_end_seconds": full["seconds"]}
+            {
+                "seed": seed,
+                "method": "full",
+                "fraction": 1.0,
+                **_row(full, error),
+                "end_to_end_seconds": full["seconds"],
+            }
         )
         rankings.update({f"oracle_{m}": base / "full" / f"{m}.npz" for m in statistics})
         for method in subset_methods:
@@ -167,7 +202,7 @@ def coreset(
                         "seed": seed,
                         "method": method,
                         "fraction": fraction,
-                        **_row(result),
+                        **_row(result, error),
                         "proxy_seconds": proxy["seconds"] if uses_proxy else 0.0,
                         "selection_seconds": selection_seconds.get(method, 0.0),
                         "end_to_end_seconds": overhead + result["seconds"],
@@ -181,14 +216,16 @@ def coreset(
             files = [rankings[m] for m in sorted(statistics)] + [rankings[f"oracle_{m}"] for m in sorted(statistics)]
             table = compare_rankings([load_ranking(f) for f in files], names)
             plot_heatmap(table, names, out / "ranking_correlation.png")
-    return report(out, pd.DataFrame(rows), pd.DataFrame(correlations))
+    return report(out, pd.DataFrame(rows), pd.DataFrame(correlations), error, kcenters_start)
 
 
-def _row(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: result[k] for k in ("val_error", "train_examples", "seconds")}
+def _row(result: dict[str, Any], error: str) -> dict[str, Any]:
+    return {**errors_of(result, error), "train_examples": result["train_examples"], "seconds": result["seconds"]}
 
 
-def report(out: Path, results: pd.DataFrame, correlations: pd.DataFrame) -> pd.DataFrame:
+def report(
+    out: Path, results: pd.DataFrame, correlations: pd.DataFrame, error: str = "best", kcenters_start: float = 1
+) -> pd.DataFrame:
     """Write results.csv (every training), summary.csv/.txt (mean and std over seeds) and the figures."""
     full_seconds = results.loc[results.method == "full", "seconds"].mean()
     summary = (
@@ -207,7 +244,8 @@ def report(out: Path, results: pd.DataFrame, correlations: pd.DataFrame) -> pd.D
     extra = [("Proxy vs target rankings of the same statistic:", "ranking_correlation.csv", correlations)]
     write_report(
         out,
-        "Core-set selection via proxy: target top-1 validation error (mean and std over seeds)",
+        "Core-set selection via proxy: target top-1 validation error (mean and std over seeds)\n"
+        f"error: {ERROR_TEXT[error]}; kcenters_start: {kcenters_start:g}",
         results,
         summary,
         [lambda: plot_errors(summary, out / "coreset.png")],

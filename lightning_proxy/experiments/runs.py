@@ -38,6 +38,19 @@ def seeds_or_default(seeds: Sequence[int] | None) -> list[int]:
     return list(seeds) if seeds is not None else [0]
 
 
+ERRORS = ("best", "final")  # which validation error an experiment's tables report
+ERROR_TEXT = {"best": "best over epochs (SVP's)", "final": "the last epoch's"}
+
+
+def errors_of(result: Mapping[str, Any], error: str) -> dict[str, Any]:
+    """A training's ``val_error`` as the tables report it (``best``: 1 - the best validation accuracy at any
+    epoch, as SVP reports; ``final``: the last epoch's), with both kept beside it."""
+    check_choices([error], ERRORS, "error")
+    best = None if result.get("best_val_acc") is None else 1.0 - result["best_val_acc"]
+    final = result.get("val_error")
+    return {"val_error": best if error == "best" else final, "best_error": best, "final_error": final}
+
+
 def flat(overrides: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
     """Nested overrides as dotted keys: ``{"data.subset": {"fraction": 0.5}}`` -> ``{"data.subset.fraction": 0.5}``."""
     out: dict[str, Any] = {}
