@@ -220,7 +220,8 @@ def seed_run(scores, seed, indices=None, **meta):
     return Ranking.from_scores(scores, metadata, indices)
 
 
-@pytest.mark.parametrize("how, expected", [("mean", [1.5, 2.5, np.inf, 0.0]), ("sum", [3.0, 5.0, np.inf, 0.0])])
+# example 4, never learned in one run: one run's weight (the largest combined score + 1) above its finite part
+@pytest.mark.parametrize("how, expected", [("mean", [1.5, 2.5, 3.5, 0.0]), ("sum", [3.0, 5.0, 6.0, 0.0])])
 def test_aggregate_seeds(how, expected):
     # two seeds scoring examples 0, 2, 4, 5 (in different orders), one never learned (inf) in one seed
     a = seed_run([2.0, 3.0, np.inf, 0.0], seed=1, indices=[0, 2, 4, 5])
@@ -321,3 +322,17 @@ def test_save_refuses_what_load_would_and_writes_nothing(tmp_path, metadata, ind
     with pytest.raises(ValueError, match=f"cannot save .*{message}.*Ranking.for_pool"):
         save_ranking(path, Ranking.from_scores([1.0, 0.0], metadata, indices))
     assert not list(tmp_path.iterdir())
+
+
+def test_aggregated_forgetting_orders_as_tonevas_summed_counts():
+    # two runs; inf = never learned. Toneva: first by the runs never learned, then by the summed counts
+    a = seed_run([np.inf, np.inf, 5.0, np.inf], seed=1, indices=[0, 1, 2, 3])
+    b = seed_run([3.0, np.inf, 4.0, 0.0], seed=2, indices=[0, 1, 2, 3])
+    merged = aggregate_rankings([a, b], how="sum")
+    # 1: never learned twice; 0 and 3: once, with 3 and 0 forgettings; 2: always learned, 9 forgettings
+    assert merged.indices.tolist() == [1, 0, 3, 2]
+    assert np.isfinite(merged.scores).all()
+    weight = merged.metadata["never_learned_weight"]
+    by_index = dict(zip(merged.indices.tolist(), merged.scores.tolist(), strict=True))
+    assert {i: int(v // weight) for i, v in by_index.items()} == {1: 2, 0: 1, 3: 1, 2: 0}  # runs never learned
+    assert by_index[2] == 9.0 and by_index[0] - weight == 3.0

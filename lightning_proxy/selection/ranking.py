@@ -196,6 +196,10 @@ def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean", allow_mix
     statistics or pools of one size) and records every run's value of each such key under ``mixed``, the key
     itself then holding the list. The result's metadata is otherwise the first run's, with ``seeds``,
     ``aggregation`` and ``runs`` added.
+
+    An example never learned in a run (score ``inf``) orders as Toneva et al.'s summed counts do: by the
+    number of runs in which it was never learned, then by its combined finite scores. The score written is
+    finite: ``runs never learned * never_learned_weight + combined finite score`` (both in the metadata).
     """
     if how not in ("mean", "sum"):
         raise ValueError(f"how must be 'mean' or 'sum', got {how!r}")
@@ -226,14 +230,22 @@ def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean", allow_mix
         if not np.array_equal(ranking.indices[o], indices):
             raise ValueError(f"ranking {i} scores other examples than ranking 0: aggregate runs on one subset")
     stacked = np.stack([r.scores[o] for r, o in zip(rankings, order, strict=True)])
-    with np.errstate(invalid="ignore"):
-        scores = stacked.sum(axis=0) if how == "sum" else stacked.mean(axis=0)
+    never = np.isposinf(stacked).sum(axis=0)  # runs in which the example was never learned (forgetting: inf)
+    finite = np.where(np.isposinf(stacked), 0.0, stacked)
+    scores = finite.sum(axis=0) if how == "sum" else finite.mean(axis=0)
+    extra: dict[str, Any] = {}
+    if never.any():
+        # Toneva's order: by the runs never learned, then by the combined finite counts, as one finite score
+        weight = float(np.nanmax(np.abs(scores))) + 1.0 if len(scores) else 1.0
+        scores = never * weight + scores
+        extra = {"never_learned_weight": weight, "never_learned_runs": "score // never_learned_weight"}
     metadata = {
         **first,
         **mixed,
         "seeds": [r.metadata.get("seed") for r in rankings],
         "aggregation": how,
         "runs": len(rankings),
+        **extra,
     }
     if mixed:
         metadata["mixed"] = sorted(mixed)
