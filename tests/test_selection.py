@@ -262,7 +262,10 @@ def test_aggregate_rankings_command(tmp_path, capsys):
         ]
     )
     merged = load_ranking(tmp_path / "m.npz")
-    assert np.allclose(merged.scores, 9.5) and merged.indices.tolist() == list(range(20))  # ties by index
+    # every example ties at 9.5: the order is the seeded permutation's (seed 0, the first run's), not the index
+    keys = np.random.default_rng(0).permutation(20)
+    assert np.allclose(merged.scores, 9.5) and merged.indices.tolist() == np.argsort(keys).tolist()
+    assert merged.metadata["tie_seed"] == 0
     assert merged.metadata["seeds"] == [0, 1] and "mean of 2 runs" in capsys.readouterr().out
 
 
@@ -336,3 +339,18 @@ def test_aggregated_forgetting_orders_as_tonevas_summed_counts():
     by_index = dict(zip(merged.indices.tolist(), merged.scores.tolist(), strict=True))
     assert {i: int(v // weight) for i, v in by_index.items()} == {1: 2, 0: 1, 3: 1, 2: 0}  # runs never learned
     assert by_index[2] == 9.0 and by_index[0] - weight == 3.0
+
+
+def test_ties_on_a_pool_listed_by_class_keep_every_class_alike():
+    targets = np.repeat(np.arange(10), 100)  # 1,000 examples sorted by class, as folder datasets list them
+    metadata = {"statistic": "forgetting", "num_examples": 1000, "fingerprint": pool_fingerprint(targets), "seed": 3}
+    scores = np.zeros(1000)
+    scores[::50] = 1.0  # 20 forgotten examples; the other 980 tie at 0
+    ranking = Ranking.from_scores(scores, metadata)
+    assert set(ranking.indices[:20].tolist()) == set(range(0, 1000, 50)) and ranking.metadata["tie_seed"] == 3
+    kept = np.bincount(targets[ranking.indices[:500]], minlength=10)
+    assert kept.min() >= 35 and kept.max() <= 65, kept  # an index tie-break keeps classes 0-4 whole: 100, ..., 0
+    again = Ranking.from_scores(scores, metadata)
+    assert again.indices.tolist() == ranking.indices.tolist()  # reproducible
+    other = Ranking.from_scores(scores, {**metadata, "seed": 4})
+    assert other.indices.tolist() != ranking.indices.tolist()

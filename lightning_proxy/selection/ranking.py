@@ -66,15 +66,28 @@ class Ranking:
 
     @classmethod
     def from_scores(cls, scores: Any, metadata: dict[str, Any], indices: Any = None) -> Ranking:
-        """Sort ``scores`` (of ``indices``, default ``arange(len(scores))``) highest first; ties by index."""
+        """Sort ``scores`` (of ``indices``, default ``arange(len(scores))``) highest first.
+
+        Ties are broken by a seeded permutation of the pool (``tie_seed`` in the metadata, else its ``seed``,
+        else 0), as SVP's sort over a shuffled pool does at random: on a pool listed by class an index
+        tie-break would keep the first classes' tied examples and drop the last ones'. Without
+        ``num_examples`` in the metadata ties go by index.
+        """
         scores = np.asarray(scores, dtype=np.float64)
         indices = np.arange(len(scores)) if indices is None else np.asarray(indices, dtype=np.int64)
         if scores.shape != indices.shape or scores.ndim != 1:
             raise ValueError(f"scores {scores.shape} and indices {indices.shape} must be 1-D of one length")
         if np.isnan(scores).any():
             raise ValueError("scores contain NaN; a ranking needs a score for every example")
-        order = np.lexsort((indices, -scores))
-        return cls(indices=indices[order], scores=scores[order], metadata=dict(metadata))
+        metadata = dict(metadata)
+        tie = indices
+        n = metadata.get("num_examples")
+        if n is not None and len(indices) and indices.min() >= 0 and indices.max() < int(n):
+            seed = metadata.get("tie_seed", metadata.get("seed"))
+            metadata["tie_seed"] = seed = int(seed) if isinstance(seed, int) else 0
+            tie = np.random.default_rng(seed).permutation(int(n))[indices]
+        order = np.lexsort((tie, -scores))
+        return cls(indices=indices[order], scores=scores[order], metadata=metadata)
 
     @classmethod
     def for_pool(cls, scores: Any, pool: Any, statistic: str, indices: Any = None, **metadata: Any) -> Ranking:
