@@ -117,11 +117,26 @@ def _study(url: str, name: str, configs: list[str]) -> optuna.Study:
     return grid_study(name, open_storage(url, heartbeat=1), configs)
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    yield
+    while _STARTED:
+        worker = _STARTED.pop()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 def _worker(url: str, log: Path, configs: list[str], seconds: float, go: str = "-", hang: str = "") -> subprocess.Popen:
     args = [sys.executable, str(WORKER), url, "s", str(log), json.dumps(configs), str(seconds), go]
     if hang:
         args.append(hang)
-    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    worker = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _STARTED.append(worker)
+    return worker
 
 
 def _events(log: Path) -> list[tuple[str, str, int]]:
