@@ -213,6 +213,11 @@ def test_tiny_active_run_then_resume_after_a_crash(tmp_path, monkeypatch):
     selector_seeds = {read_result(out / "seed0" / "proxy_kcenters" / f"proxy_{n}")["seed"] for n in (36, 72)}
     assert len(selector_seeds) == 2
     assert "seeding: per_training" in (out / "summary.txt").read_text()
+    # SVP's selection time (training epochs, scoring, selecting) is part of the selector fits' wall time
+    chosen = results[results.selector != "none"]
+    assert (chosen.selection_seconds > 0).all() and (chosen.selection_wall_seconds > chosen.selection_seconds).all()
+    rounds = states["proxy_least_confidence"]["rounds"][1:]
+    assert all(0 < r["selector_train_seconds"] < r["selector_seconds"] and r["scoring_seconds"] > 0 for r in rounds)
     proxy = summary[summary.selector == "proxy"]
     assert proxy.selection_speedup.notna().all() and (proxy.selection_speedup > 0).all()
     for name in ("active.png", "summary.txt", "summary.csv"):

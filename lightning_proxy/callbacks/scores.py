@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -118,13 +119,13 @@ class PostTrainingScores(ExampleStatistic):
         if self.embeddings and features is not None:
             self._rows.append((indices.cpu(), features.detach().float().flatten(1).cpu()))
 
-    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs: int | None) -> None:
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs: int | None, **extra: Any) -> None:
         assert self._sums is not None
         sums = self._sums if trainer.world_size == 1 else trainer.strategy.reduce(self._sums, reduce_op="sum")
         count = sums[-1]
         scored = count > 0
         labelled = sums[-2] > 0
-        meta = provenance(trainer, pl_module, self.pool_size(trainer), epochs=epochs)
+        meta = provenance(trainer, pl_module, self.pool_size(trainer), epochs=epochs, **extra)
         for i, name in enumerate(self.statistics):
             mask = scored & labelled if name == "loss" else scored
             values = sums[i] / count.clamp(min=1)
@@ -143,6 +144,7 @@ class PostTrainingScores(ExampleStatistic):
         pl_module.eval()
         quiet = not trainer.is_global_zero or trainer.progress_bar_callback is None
         progress = tqdm(loader, desc="Scoring the pool", disable=quiet, leave=False)
+        started = _synchronised_time(pl_module)
         with torch.no_grad(), trainer.precision_plugin.predict_step_context():
             for batch_idx, batch in enumerate(progress):
                 if trainer.fast_dev_run and batch_idx >= int(trainer.fast_dev_run):
@@ -152,7 +154,8 @@ class PostTrainingScores(ExampleStatistic):
                     trainer, pl_module, pl_module.predict_step(batch, batch_idx), batch, batch_idx
                 )
         pl_module.train(was_training)
-        self._finish(trainer, pl_module, epochs=trainer.current_epoch)
+        seconds = _synchronised_time(pl_module) - started
+        self._finish(trainer, pl_module, epochs=trainer.current_epoch, scoring_seconds=seconds)
 
     def _scoring_loader(self, trainer: L.Trainer) -> Iterable:
         dm = trainer.datamodule
@@ -273,6 +276,13 @@ class PostTrainingScores(ExampleStatistic):
                 keep = all_idx >= 0
                 out[all_idx[keep].numpy()] = all_rows[keep].numpy()
         return out
+
+
+def _synchronised_time(pl_module: L.LightningModule) -> float:
+    """Seconds on the clock once the device's queued work is done (the scoring pass's time, SVP's inference)."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+    return time.perf_counter()
 
 
 def _unscored_rows(path: str, n: int, dim: int) -> np.memmap:

@@ -149,16 +149,38 @@ def read_result(folder: Path) -> dict[str, Any] | None:
 
 
 def _validation_history() -> Any:
-    """A callback that keeps every validation epoch's accuracy (the 000 paper's curve and best at any epoch)."""
+    """A callback that keeps every validation epoch's accuracy (the 000 paper's curve and best at any epoch)
+    and the seconds of the training epochs without their validation (SVP's training time: no sanity pass,
+    validation or checkpointing; the device is synchronised at epoch and validation bounds, not per step)."""
+    import torch
     from lightning.pytorch.callbacks import Callback
+
+    def now(pl_module: Any) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
     class ValidationHistory(Callback):
         def __init__(self) -> None:
             self.accuracies: list[float] = []
+            self.train_seconds, self._since = 0.0, None
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self._since = now(pl_module)
+
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            if self._since is not None and not trainer.sanity_checking:
+                self.train_seconds += now(pl_module) - self._since
+                self._since = None
 
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
             if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
                 self.accuracies.append(float(trainer.callback_metrics["val/acc"]))
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if self._since is not None:  # an epoch without validation
+                self.train_seconds += now(pl_module) - self._since
+                self._since = None
 
     return ValidationHistory()
 
@@ -177,7 +199,8 @@ def train(
     ``callbacks`` replaces the config's ``trainer.callbacks`` (``class_path``/``init_args`` dicts);
     ``extra_callbacks`` are callback objects added to them (e.g. one that reports to a live Optuna trial). The
     result holds the final validation accuracy and loss, the best validation accuracy at any epoch and
-    every epoch's, the wall time of the fit, the number of training examples and ``extra``. ``progress``:
+    every epoch's, the wall time of the fit and of its training epochs alone (``train_seconds``), the number
+    of training examples and ``extra``. ``progress``:
     the experiment's :class:`Progress` and this run's label, for its line when it finishes.
 
     A run keeps no checkpoint and makes no sanity pass: what an experiment keeps of it is its result, its
@@ -222,6 +245,7 @@ def train(
         "best_val_acc": max(history.accuracies, default=metrics.get("val/acc")),
         "epoch_val_acc": history.accuracies,
         "seconds": seconds,
+        "train_seconds": history.train_seconds,
         "train_examples": len(datamodule.train_indices),
         "pool_size": datamodule.pool_size,
         "seed": seed,
