@@ -320,3 +320,32 @@ def test_epoch_reduction_keeps_float_values():
     reduced = statistic.reduce_epoch(SimpleNamespace(world_size=1), op="max")
     assert reduced["peak"].tolist() == [0.75, 2.5, -1.25]  # not truncated to int
     assert statistic._epoch["peak"].tolist() == [0.0, 0.0, 0.0] and statistic.epochs_seen == 1
+
+
+def test_scores_of_augmented_views_as_svp_scores(tmp_path):
+    L.seed_everything(0)
+    dm, model = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.2)), digits_module()
+    plain, augmented = (
+        PostTrainingScores(dirpath=str(tmp_path)),
+        PostTrainingScores(dirpath=str(tmp_path), prefix="aug_", augment=True, embeddings=False),
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[plain, augmented],
+    )
+    trainer.fit(model, dm)
+    # the scoring loader with augment: the same examples in the same order, each a training-augmented view
+    (x, y, i), (xa, ya, ia) = next(iter(dm.scoring_dataloader())), next(iter(dm.scoring_dataloader(augment=True)))
+    assert torch.equal(i, ia) and torch.equal(y, ya) and not torch.equal(x, xa)
+    loss, aug_loss = load_ranking(tmp_path / "loss.npz"), load_ranking(tmp_path / "aug_loss.npz")
+    assert aug_loss.metadata["augmented"] is True and loss.metadata["augmented"] is False
+    assert sorted(aug_loss.indices.tolist()) == sorted(loss.indices.tolist())
+    by_index = dict(zip(loss.indices.tolist(), loss.scores.tolist(), strict=True))
+    pairs = zip(aug_loss.indices.tolist(), aug_loss.scores.tolist(), strict=True)
+    changed = np.mean([abs(by_index[k] - v) > 1e-6 for k, v in pairs])
+    assert changed > 0.5  # scored on other views of the examples

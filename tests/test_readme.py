@@ -91,6 +91,8 @@ def named_paths(text: str) -> list[str]:
         tokens = list(re.finditer(r"`([^`\s]+)`", listing))
         for i, token in enumerate(tokens):
             name = token[1]
+            if "." not in name and "/" not in name:
+                continue  # a column or option named in the listing, not a file
             if name.startswith("."):  # `x.png` / `.csv`: the same stem; `as .npy`: some file of that kind
                 previous = tokens[i - 1]
                 between = listing[previous.end() : token.start()]
@@ -131,7 +133,7 @@ def test_named_paths_reads_listings_and_placeholders():
     text = (
         "see `runs/a/<strategy>/x.json` and `runs/b/checkpoints/epoch=14-step=180/`.\n"
         "It writes into `runs/c/`:\n\n- `r.csv`: rows;\n- `f.png` / `.csv`: figure;\n"
-        "- folders (`seed0/p`) with\n  `state.json` and the sets as `.npy`.\n\nAfter.\n"
+        "- folders (`seed0/p`) with\n  `state.json` (its `rounds`) and the sets as `.npy`.\n\nAfter.\n"
     )
     assert named_paths(text) == sorted(
         [

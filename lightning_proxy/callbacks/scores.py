@@ -68,6 +68,9 @@ class PostTrainingScores(ExampleStatistic):
         indices: score only these pool indices (a list, or a ``.npy`` / ``.txt`` / ``.json`` file), e.g. active
             learning's unlabelled pool; the datamodule's ``scoring_dataloader(indices)`` serves them. Other
             examples are left out of the rankings and are NaN rows of the embeddings.
+        augment: score the training-augmented examples (one random view each, as SVP does) through the
+            datamodule's ``scoring_dataloader(augment=True)``; default: un-augmented, so a ranking is the
+            same whenever it is recomputed (a checkpoint's ``predict`` gives the fit's).
     """
 
     statistic = "scores"
@@ -81,8 +84,10 @@ class PostTrainingScores(ExampleStatistic):
         prefix: str = "",
         gather_rows: int = 16384,
         indices: list[int] | str | None = None,
+        augment: bool = False,
     ) -> None:
         super().__init__(dirpath, num_examples, filename=f"{prefix}scores")
+        self.augment = augment
         unknown = set(statistics) - set(STATISTICS)
         if unknown or not statistics:
             raise ValueError(f"statistics must be a non-empty subset of {STATISTICS}, got {list(statistics)}")
@@ -155,7 +160,7 @@ class PostTrainingScores(ExampleStatistic):
                 )
         pl_module.train(was_training)
         seconds = _synchronised_time(pl_module) - started
-        self._finish(trainer, pl_module, epochs=trainer.current_epoch, scoring_seconds=seconds)
+        self._finish(trainer, pl_module, epochs=trainer.current_epoch, scoring_seconds=seconds, augmented=self.augment)
 
     def _scoring_loader(self, trainer: L.Trainer) -> Iterable:
         dm = trainer.datamodule
@@ -166,7 +171,14 @@ class PostTrainingScores(ExampleStatistic):
                     "scoring_dataloader(indices); fit with a datamodule that has one"
                 )
             indices = read_indices(self.indices, "PostTrainingScores indices", pool_size=self.pool_size(trainer))
-            loader = dm.scoring_dataloader(indices)
+            loader = dm.scoring_dataloader(indices, **({"augment": True} if self.augment else {}))
+        elif self.augment:
+            if getattr(dm, "scoring_dataloader", None) is None:
+                raise RuntimeError(
+                    "PostTrainingScores(augment=True) scores augmented examples with the datamodule's "
+                    "scoring_dataloader(augment=True); fit with a datamodule that has one"
+                )
+            loader = dm.scoring_dataloader(augment=True)
         else:
             make = getattr(dm, "scoring_dataloader", None) or getattr(dm, "predict_dataloader", None)
             if make is None:

@@ -268,9 +268,12 @@ class PoolDataModule(L.LightningDataModule):
             self._on_device[key] = (pool.images.to(device), targets.to(device))
         return self._on_device[key]
 
-    def _tensor_batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool) -> TensorBatches:
+    def _tensor_batches(
+        self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool | None = None
+    ) -> TensorBatches:
         images, targets = self._tensors(split)
         rank, world_size = self._rank_and_world() if train else (0, 1)
+        augment = train if augment is None else augment
         return TensorBatches(
             images,
             targets,
@@ -279,7 +282,7 @@ class PoolDataModule(L.LightningDataModule):
             self.mean,
             self.std,
             shuffle=train,
-            augment=self.augmentation() if train else self.eval_view(),
+            augment=self.augmentation() if augment else self.eval_view(),
             rank=rank,
             world_size=world_size,
             channels_last=images.device.type == "cuda",
@@ -313,16 +316,19 @@ class PoolDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader | TensorBatches:
         return self.val_dataloader()
 
-    def scoring_dataloader(self, indices: Sequence[int] | np.ndarray | None = None) -> DataLoader | TensorBatches:
-        """The pool (or ``indices`` of it) in order, no augmentation, for scoring passes; not split over ranks.
+    def scoring_dataloader(
+        self, indices: Sequence[int] | np.ndarray | None = None, augment: bool = False
+    ) -> DataLoader | TensorBatches:
+        """The pool (or ``indices`` of it) in order for scoring passes, not split over ranks; without
+        augmentation, or with the training augmentation (``augment``, as SVP scores).
 
         Labels are the model's (a class subset's ``0..k-1``), and -1 for examples of classes it leaves out.
         """
         self.setup("predict")
         if self.uses_tensor_path:
             chosen = np.arange(self.pool_size) if indices is None else np.asarray(indices, dtype=np.int64)
-            return self._tensor_batches("train", chosen, self.eval_batch_size, train=False)
-        dataset: Dataset = IndexedDataset(self.score_pool, self.label_map())
+            return self._tensor_batches("train", chosen, self.eval_batch_size, train=False, augment=augment)
+        dataset: Dataset = IndexedDataset(self.train_pool if augment else self.score_pool, self.label_map())
         if indices is not None:
             dataset = Subset(dataset, np.asarray(indices, dtype=np.int64).tolist())
         return self._loader(dataset, self.eval_batch_size, shuffle=False)

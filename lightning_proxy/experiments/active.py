@@ -161,9 +161,11 @@ class Loop:
         seed: int,
         identity: dict[str, Any],
         seeding: str = "per_training",
+        score_augmented: bool = False,
     ) -> None:
         self.folder, self.method, self.selector, self.training = folder, method, selector, training
         self.pool, self.sizes, self.seed, self.seeding = pool, sizes, seed, seeding
+        self.score_augmented = score_augmented
         self.identity = identity
         self.state = self._load()
 
@@ -219,6 +221,7 @@ class Loop:
                     "statistics": [self.method] if self.method in UNCERTAINTY else ["least_confidence"],
                     "embeddings": self.method == "kcenters",
                     "indices": str(scored_file),
+                    "augment": self.score_augmented,
                 }
                 scores_dir = self.run_folder(self.selector, have)
                 result = train(
@@ -276,6 +279,7 @@ def active(
     seeds: list[int] | None = None,
     error: str = "best",
     seeding: str = "per_training",
+    score_augmented: bool = False,
 ) -> pd.DataFrame:
     """Batch active learning via proxy: grow labelled sets round by round, train the target at each budget.
 
@@ -301,6 +305,8 @@ def active(
         seeding: ``per_training`` (SVP's: each round's selector and each target start from new weights, a
             seed derived from the loop's seed, role and size, recorded in results.csv) or ``fixed`` (one seed
             for every fit of a loop).
+        score_augmented: the selector scores one training-augmented view of each unlabelled example (and
+            k-centers embeds one), as SVP; default un-augmented (reproducible selections).
     """
     methods = check_choices(methods or METHODS, METHODS, "methods")
     selectors = check_choices(selectors or SELECTORS, SELECTORS, "selectors")
@@ -332,9 +338,10 @@ def active(
             name = method if selector is None else f"{selector}_{method}"
             identity = {"pool_size": len(pool), "dataset_size": dataset_size, "fingerprint": fingerprint}
             identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
-            identity |= {"seeding": seeding}
+            identity |= {"seeding": seeding, "score_augmented": score_augmented}
             training = trainings[selector or "target"]
-            loop = Loop(out / f"seed{seed}" / name, method, selector, training, pool, sizes, seed, identity, seeding)
+            folder = out / f"seed{seed}" / name
+            loop = Loop(folder, method, selector, training, pool, sizes, seed, identity, seeding, score_augmented)
             loop.run(progress)
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training
@@ -361,10 +368,14 @@ def active(
                         "target_seconds": result["seconds"],
                     }
                 )
-    return report(out, pd.DataFrame(rows), error, seeding)
+    return report(
+        out,
+        pd.DataFrame(rows),
+        f"error: {ERROR_TEXT[error]}; seeding: {seeding}; " + (f"score_augmented: {score_augmented}"),
+    )
 
 
-def report(out: Path, results: pd.DataFrame, error: str = "best", seeding: str = "per_training") -> pd.DataFrame:
+def report(out: Path, results: pd.DataFrame, settings: str = "") -> pd.DataFrame:
     """Write results.csv, summary.csv/.txt (mean and std over seeds, selection speed-ups) and active.png."""
     summary = (
         results.groupby(["selector", "method", "budget", "labelled"], sort=False)
@@ -388,8 +399,8 @@ def report(out: Path, results: pd.DataFrame, error: str = "best", seeding: str =
     write_report(
         out,
         "Active learning via proxy: target top-1 validation error (mean and std over seeds)\n"
-        f"error: {ERROR_TEXT[error]}; seeding: {seeding}; selection_seconds: SVP's (the selector's training "
-        "epochs, its scoring pass and the selection; selection_wall_seconds: its whole fits)",
+        f"{settings}\nselection_seconds: SVP's (the selector's training epochs, its scoring pass and the "
+        "selection; selection_wall_seconds: its whole fits)",
         results,
         summary,
         [lambda: plot_errors(summary, out / "active.png")],

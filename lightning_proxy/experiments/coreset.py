@@ -39,7 +39,7 @@ EPOCH_STATISTICS = {"forgetting": "ForgettingEvents", "el2n": "EL2N", "aum": "Ar
 KNOWN_METHODS = ("random", "kcenters", *EPOCH_STATISTICS, *SCORE_STATISTICS)
 
 
-def callbacks_for(statistics: set[str], embeddings: bool) -> list[dict[str, Any]]:
+def callbacks_for(statistics: set[str], embeddings: bool, augment: bool = False) -> list[dict[str, Any]]:
     """The per-example callbacks (as ``class_path`` dicts) that write ``statistics`` into the run's folder."""
     out = [
         {"class_path": f"lightning_proxy.callbacks.{cls}"}
@@ -48,7 +48,7 @@ def callbacks_for(statistics: set[str], embeddings: bool) -> list[dict[str, Any]
     ]
     scores = [s for s in SCORE_STATISTICS if s in statistics]
     if scores or embeddings:
-        init = {"statistics": scores or ["entropy"], "embeddings": embeddings}
+        init = {"statistics": scores or ["entropy"], "embeddings": embeddings, "augment": augment}
         out.append({"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init})
     return out
 
@@ -107,6 +107,7 @@ def coreset(
     oracle: bool = True,
     kcenters_start: float = 1,
     error: str = "best",
+    score_augmented: bool = False,
 ) -> pd.DataFrame:
     """Core-set selection via proxy: train the proxy, select subsets by each method, train the target on each.
 
@@ -130,6 +131,8 @@ def coreset(
             share of the pool below 1 (SVP: 1,000 on CIFAR; default 1, one seeded point).
         error: which validation error the tables report: ``best`` over epochs (SVP's) or ``final``; results.csv
             keeps both.
+        score_augmented: the proxy scores (entropy, ...) and k-centers' embeddings come from one training-
+            augmented view of each example, as SVP's; default un-augmented (reproducible rankings).
     """
     methods = check_choices(methods or ["forgetting", "entropy", "kcenters", "random"], KNOWN_METHODS, "methods")
     check_choices([error], ERRORS, "error")
@@ -151,7 +154,7 @@ def coreset(
         proxy = train(
             proxy_dir,
             proxy_training,
-            callbacks_for(statistics, "kcenters" in methods),
+            callbacks_for(statistics, "kcenters" in methods, score_augmented),
             seed,
             (progress, f"proxy{name}"),
             role="proxy",
@@ -165,7 +168,7 @@ def coreset(
         full = train(
             base / "full",
             target_training,
-            callbacks_for(statistics, False),
+            callbacks_for(statistics, False, score_augmented),
             seed,
             (progress, f"full{name}"),
             role="full",
@@ -216,7 +219,7 @@ def coreset(
             files = [rankings[m] for m in sorted(statistics)] + [rankings[f"oracle_{m}"] for m in sorted(statistics)]
             table = compare_rankings([load_ranking(f) for f in files], names)
             plot_heatmap(table, names, out / "ranking_correlation.png")
-    return report(out, pd.DataFrame(rows), pd.DataFrame(correlations), error, kcenters_start)
+    return report(out, pd.DataFrame(rows), pd.DataFrame(correlations), error, kcenters_start, score_augmented)
 
 
 def _row(result: dict[str, Any], error: str) -> dict[str, Any]:
@@ -224,7 +227,12 @@ def _row(result: dict[str, Any], error: str) -> dict[str, Any]:
 
 
 def report(
-    out: Path, results: pd.DataFrame, correlations: pd.DataFrame, error: str = "best", kcenters_start: float = 1
+    out: Path,
+    results: pd.DataFrame,
+    correlations: pd.DataFrame,
+    error: str = "best",
+    kcenters_start: float = 1,
+    score_augmented: bool = False,
 ) -> pd.DataFrame:
     """Write results.csv (every training), summary.csv/.txt (mean and std over seeds) and the figures."""
     full_seconds = results.loc[results.method == "full", "seconds"].mean()
@@ -245,7 +253,7 @@ def report(
     write_report(
         out,
         "Core-set selection via proxy: target top-1 validation error (mean and std over seeds)\n"
-        f"error: {ERROR_TEXT[error]}; kcenters_start: {kcenters_start:g}",
+        f"error: {ERROR_TEXT[error]}; kcenters_start: {kcenters_start:g}; score_augmented: {score_augmented}",
         results,
         summary,
         [lambda: plot_errors(summary, out / "coreset.png")],
