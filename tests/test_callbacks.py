@@ -183,18 +183,23 @@ def direct_scores(model: ClassificationModule, dm: DigitsDataModule) -> dict[str
     }
 
 
-def test_post_training_scores_match_a_direct_computation(tmp_path):
-    L.seed_everything(0)
-    dm, model = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.2)), digits_module()
-    trainer = L.Trainer(
+def one_quiet_epoch(callbacks) -> L.Trainer:
+    """A trainer for one epoch on the CPU, without validation, logs, checkpoints or a progress bar."""
+    return L.Trainer(
         max_epochs=1,
         limit_val_batches=0,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        callbacks=[PostTrainingScores(dirpath=str(tmp_path))],
+        callbacks=callbacks,
     )
+
+
+def test_post_training_scores_match_a_direct_computation(tmp_path):
+    L.seed_everything(0)
+    dm, model = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.2)), digits_module()
+    trainer = one_quiet_epoch([PostTrainingScores(dirpath=str(tmp_path))])
     trainer.fit(model, dm)
     expected = direct_scores(model, dm)
     for name in ("loss", "entropy", "least_confidence", "margin"):
@@ -329,15 +334,7 @@ def test_scores_of_augmented_views_as_svp_scores(tmp_path):
         PostTrainingScores(dirpath=str(tmp_path)),
         PostTrainingScores(dirpath=str(tmp_path), prefix="aug_", augment=True, embeddings=False),
     )
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[plain, augmented],
-    )
+    trainer = one_quiet_epoch([plain, augmented])
     trainer.fit(model, dm)
     # the scoring loader with augment: the same examples in the same order, each a training-augmented view
     (x, y, i), (xa, ya, ia) = next(iter(dm.scoring_dataloader())), next(iter(dm.scoring_dataloader(augment=True)))
