@@ -346,3 +346,70 @@ def test_scores_of_augmented_views_as_svp_scores(tmp_path):
     pairs = zip(aug_loss.indices.tolist(), aug_loss.scores.tolist(), strict=True)
     changed = np.mean([abs(by_index[k] - v) > 1e-6 for k, v in pairs])
     assert changed > 0.5  # scored on other views of the examples
+
+
+class Sequenced(L.LightningModule):
+    """Returns the logits ``table[step]`` for step ``step`` (batches of one): one presentation at a time."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        _, y, idx = batch
+        return {"loss": self.weight**2, "logits": self.table[self.global_step][None], "targets": y, "indices": idx}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+@pytest.mark.parametrize("observe_every", [1, 32])
+def test_forgetting_per_presentation_as_the_forgetting_paper_counts(tmp_path, observe_every):
+    # presentations in order (a sampler that repeats examples within an epoch), R right, W wrong:
+    #   epoch 0: 0 R, 0 W, 1 W, 2 R        epoch 1: 0 R, 1 R, 2 W, 2 R
+    # each presentation: 0 R->W once; 1 never forgets; 2 R->W once (in epoch 1) = [1, 0, 1]
+    # an epoch as one presentation (right if any was): 0 R, R; 1 W, R; 2 R, R = no event at all
+    order = [[0, 0, 1, 2], [0, 1, 2, 2]]
+    right = [[True, False, False, True], [True, True, False, True]]
+    targets = torch.zeros(3, dtype=torch.int64)
+    correct = [r for epoch in right for r in epoch]
+    table = torch.stack([torch.tensor([2.0, 0.0]) if r else torch.tensor([0.0, 2.0]) for r in correct])
+
+    class InOrder(torch.utils.data.Sampler):
+        def __init__(self):
+            self.epoch = 0
+
+        def __iter__(self):
+            yield from order[self.epoch]
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __len__(self):
+            return 4
+
+    for presentations, expected in (("each", [1.0, 0.0, 1.0]), ("epoch", [0.0, 0.0, 0.0])):
+        dataset = IndexedDataset(TensorDataset(torch.zeros(3, 1), targets))
+        folder = str(tmp_path / presentations)
+        callback = ForgettingEvents(folder, 3, presentations=presentations, observe_every=observe_every)
+        trainer = L.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[callback],
+        )
+        trainer.fit(Sequenced(table), DataLoader(dataset, batch_size=1, sampler=InOrder()))
+        ranking = load_ranking(tmp_path / presentations / "forgetting.npz")
+        by_index = dict(zip(ranking.indices.tolist(), ranking.scores.tolist(), strict=True))
+        assert [by_index[i] for i in range(3)] == expected, presentations
+        assert ranking.metadata["presentations"] == presentations
+
+
+def test_per_presentation_forgetting_is_refused_under_ddp():
+    trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(ValueError, match="presentations='epoch' under DDP"):
+        ForgettingEvents(presentations="each").setup(trainer, None, "fit")
