@@ -183,15 +183,16 @@ def direct_scores(model: ClassificationModule, dm: DigitsDataModule) -> dict[str
     }
 
 
-def one_quiet_epoch(callbacks) -> L.Trainer:
-    """A trainer for one epoch on the CPU, without validation, logs, checkpoints or a progress bar."""
+def quiet_trainer(callbacks, epochs: int = 1) -> L.Trainer:
+    """A trainer on the CPU without validation, logs, checkpoints, a model summary or a progress bar."""
     return L.Trainer(
-        max_epochs=1,
+        max_epochs=epochs,
         limit_val_batches=0,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=callbacks,
     )
 
@@ -199,7 +200,7 @@ def one_quiet_epoch(callbacks) -> L.Trainer:
 def test_post_training_scores_match_a_direct_computation(tmp_path):
     L.seed_everything(0)
     dm, model = DigitsDataModule(batch_size=64, subset=SubsetSpec(fraction=0.2)), digits_module()
-    trainer = one_quiet_epoch([PostTrainingScores(dirpath=str(tmp_path))])
+    trainer = quiet_trainer([PostTrainingScores(dirpath=str(tmp_path))])
     trainer.fit(model, dm)
     expected = direct_scores(model, dm)
     for name in ("loss", "entropy", "least_confidence", "margin"):
@@ -334,7 +335,7 @@ def test_scores_of_augmented_views_as_svp_scores(tmp_path):
         PostTrainingScores(dirpath=str(tmp_path)),
         PostTrainingScores(dirpath=str(tmp_path), prefix="aug_", augment=True, embeddings=False),
     )
-    trainer = one_quiet_epoch([plain, augmented])
+    trainer = quiet_trainer([plain, augmented])
     trainer.fit(model, dm)
     # the scoring loader with augment: the same examples in the same order, each a training-augmented view
     (x, y, i), (xa, ya, ia) = next(iter(dm.scoring_dataloader())), next(iter(dm.scoring_dataloader(augment=True)))
@@ -348,20 +349,12 @@ def test_scores_of_augmented_views_as_svp_scores(tmp_path):
     assert changed > 0.5  # scored on other views of the examples
 
 
-class Sequenced(L.LightningModule):
+class Sequenced(Scripted):
     """Returns the logits ``table[step]`` for step ``step`` (batches of one): one presentation at a time."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table
-        self.weight = torch.nn.Parameter(torch.zeros(()))
 
     def training_step(self, batch, batch_idx):
         _, y, idx = batch
         return {"loss": self.weight**2, "logits": self.table[self.global_step][None], "targets": y, "indices": idx}
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
 @pytest.mark.parametrize("observe_every", [1, 32])
@@ -393,15 +386,7 @@ def test_forgetting_per_presentation_as_the_forgetting_paper_counts(tmp_path, ob
         dataset = IndexedDataset(TensorDataset(torch.zeros(3, 1), targets))
         folder = str(tmp_path / presentations)
         callback = ForgettingEvents(folder, 3, presentations=presentations, observe_every=observe_every)
-        trainer = L.Trainer(
-            max_epochs=2,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[callback],
-        )
+        trainer = quiet_trainer([callback], epochs=2)
         trainer.fit(Sequenced(table), DataLoader(dataset, batch_size=1, sampler=InOrder()))
         ranking = load_ranking(tmp_path / presentations / "forgetting.npz")
         by_index = dict(zip(ranking.indices.tolist(), ranking.scores.tolist(), strict=True))
