@@ -129,5 +129,6 @@ def known_training_options() -> list[str]:
 
     keys = [key.replace(".init_args.", ".") for key in training_parser().get_defaults().keys()]  # noqa: SIM118 (a Namespace iterates items)
     data_classes = [c for c in vars(datamodules).values() if isinstance(c, type) and c.__name__.endswith("DataModule")]
-    keys += [f"data.{name}" for c in data_classes for name in inspect.signature(c.__init__).parameters]
+    arguments = {name for c in data_classes for name in inspect.signature(c.__init__).parameters} - {"self"}
+    keys += [f"data.{name}" for name in sorted(arguments)]
     return keys + [f"data.subset.{f.name}" for f in fields(SubsetSpec)]

@@ -29,6 +29,13 @@ from lightning_proxy.batches import INDEX_KEYS, TARGET_KEYS, describe, split_bat
 from lightning_proxy.selection.ranking import Ranking, pool_identity, save_ranking
 
 
+def synchronised_time(pl_module: L.LightningModule) -> float:
+    """Seconds on the clock once the device's queued work is done: for timing a pass without a sync per step."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+    return time.perf_counter()
+
+
 def targets_and_indices(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets and pool indices of a ``(input, target, index)`` batch or a dict batch with common key names."""
     _, targets, indices = split_batch(batch)
@@ -203,7 +210,7 @@ class ExampleStatistic(L.Callback):
         device = next(iter(self._epoch.values())).device
         indices = indices.to(device, torch.int64)
         n = next(iter(self._epoch.values())).shape[0]
-        if self.epochs_seen == 0 and not self._range_checked:  # one host sync per fit, before any device assert
+        if not self._range_checked:  # one host sync per fit, before any device assert
             self.check_indices(indices, n)
             self._range_checked = True
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from lightning_proxy.callbacks.base import ExampleStatistic, provenance, targets_and_indices
+from lightning_proxy.callbacks.base import ExampleStatistic, provenance, synchronised_time, targets_and_indices
 from lightning_proxy.files import write_atomically
 from lightning_proxy.selection.subset import read_indices
 
@@ -98,6 +97,7 @@ class PostTrainingScores(ExampleStatistic):
         self.indices = indices
         self._sums: torch.Tensor | None = None
         self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._checkpoint_epochs: int | None = None  # of the checkpoint predict scores
 
     # --- accumulation, shared by the post-training pass and trainer.predict ------------------------------
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -149,7 +149,7 @@ class PostTrainingScores(ExampleStatistic):
         pl_module.eval()
         quiet = not trainer.is_global_zero or trainer.progress_bar_callback is None
         progress = tqdm(loader, desc="Scoring the pool", disable=quiet, leave=False)
-        started = _synchronised_time(pl_module)
+        started = synchronised_time(pl_module)
         with torch.no_grad(), trainer.precision_plugin.predict_step_context():
             for batch_idx, batch in enumerate(progress):
                 if trainer.fast_dev_run and batch_idx >= int(trainer.fast_dev_run):
@@ -159,26 +159,21 @@ class PostTrainingScores(ExampleStatistic):
                     trainer, pl_module, pl_module.predict_step(batch, batch_idx), batch, batch_idx
                 )
         pl_module.train(was_training)
-        seconds = _synchronised_time(pl_module) - started
+        seconds = synchronised_time(pl_module) - started
         self._finish(trainer, pl_module, epochs=trainer.current_epoch, scoring_seconds=seconds, augmented=self.augment)
 
     def _scoring_loader(self, trainer: L.Trainer) -> Iterable:
         dm = trainer.datamodule
-        if self.indices is not None:
+        if self.indices is not None or self.augment:  # only the datamodule's scoring_dataloader can
             if getattr(dm, "scoring_dataloader", None) is None:
                 raise RuntimeError(
-                    "PostTrainingScores(indices=...) scores part of the pool with the datamodule's "
-                    "scoring_dataloader(indices); fit with a datamodule that has one"
+                    "PostTrainingScores(indices=..., augment=True) scores with the datamodule's "
+                    "scoring_dataloader(indices, augment=True); fit with a datamodule that has one"
                 )
-            indices = read_indices(self.indices, "PostTrainingScores indices", pool_size=self.pool_size(trainer))
+            indices = None
+            if self.indices is not None:
+                indices = read_indices(self.indices, "PostTrainingScores indices", pool_size=self.pool_size(trainer))
             loader = dm.scoring_dataloader(indices, **({"augment": True} if self.augment else {}))
-        elif self.augment:
-            if getattr(dm, "scoring_dataloader", None) is None:
-                raise RuntimeError(
-                    "PostTrainingScores(augment=True) scores augmented examples with the datamodule's "
-                    "scoring_dataloader(augment=True); fit with a datamodule that has one"
-                )
-            loader = dm.scoring_dataloader(augment=True)
         else:
             make = getattr(dm, "scoring_dataloader", None) or getattr(dm, "predict_dataloader", None)
             if make is None:
@@ -231,7 +226,7 @@ class PostTrainingScores(ExampleStatistic):
         self._checkpoint_epochs = progress.get("processed", checkpoint.get("epoch"))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish(trainer, pl_module, epochs=getattr(self, "_checkpoint_epochs", None))
+        self._finish(trainer, pl_module, epochs=self._checkpoint_epochs)
 
     # --- embeddings --------------------------------------------------------------------------------------
     def _write_embeddings(self, trainer: L.Trainer) -> None:
@@ -288,13 +283,6 @@ class PostTrainingScores(ExampleStatistic):
                 keep = all_idx >= 0
                 out[all_idx[keep].numpy()] = all_rows[keep].numpy()
         return out
-
-
-def _synchronised_time(pl_module: L.LightningModule) -> float:
-    """Seconds on the clock once the device's queued work is done (the scoring pass's time, SVP's inference)."""
-    if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)
-    return time.perf_counter()
 
 
 def _unscored_rows(path: str, n: int, dim: int) -> np.memmap:

@@ -371,7 +371,7 @@ def active(
     return report(
         out,
         pd.DataFrame(rows),
-        f"error: {ERROR_TEXT[error]}; seeding: {seeding}; " + (f"score_augmented: {score_augmented}"),
+        f"error: {ERROR_TEXT[error]}; seeding: {seeding}; score_augmented: {score_augmented}",
     )
 
 

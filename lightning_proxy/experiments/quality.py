@@ -388,7 +388,11 @@ def promoted(results: pd.DataFrame, strategy: str, top: float) -> dict[str, list
 
 
 def equal_compute(
-    results: pd.DataFrame, promote: Sequence[dict[str, Any]] = (), target: str = "target", good_quantile: float = 0.5
+    results: pd.DataFrame,
+    promote: Sequence[dict[str, Any]] = (),
+    target: str = "target",
+    good_quantile: float = 0.5,
+    quality: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every strategy as a way to pick a configuration, against what it cost: one row per strategy.
 
@@ -398,7 +402,8 @@ def equal_compute(
     was not pruned), averaged over datasets, and ``spearman_good`` as in :func:`proxy_quality`. Each
     ``promote`` entry ``{strategy, top}`` adds a hybrid ``<strategy>+top<top>``: every configuration on the
     proxy, the :func:`promoted` share on the target task, the best of those on the target picked, its
-    cost the proxy's runs plus the promoted target runs.
+    cost the proxy's runs plus the promoted target runs. ``quality``: :func:`proxy_quality` of the same
+    results, when already computed.
     """
     runs = _runs(results)
     runs["pruned"] = runs["pruned"].fillna(False).astype(bool) if "pruned" in runs else False
@@ -409,7 +414,9 @@ def equal_compute(
     if reference.empty:
         raise ValueError(f"no runs of the target strategy {target!r}: the regret is measured on the target task")
     best = reference.accuracy.groupby(level="dataset").max()
-    spearman = proxy_quality(results, good_quantile, target=target).set_index("strategy").spearman_good
+    if quality is None:
+        quality = proxy_quality(results, good_quantile, target=target)
+    spearman = quality.set_index("strategy").spearman_good
 
     def regret(picks: dict[str, str]) -> float:
         return float(np.mean([best[d] - reference.accuracy[(d, c)] for d, c in picks.items()]))
@@ -665,7 +672,7 @@ def report(
     else:
         print("note: no proxy strategy besides the target; proxy_vs_target.png not written")
     plot_quality_vs_cost(quality, out / "quality_vs_cost.png")
-    compute = equal_compute(results, promote, target, good_quantile)
+    compute = equal_compute(results, promote, target, good_quantile, quality)
     write_csv(out / "equal_compute.csv", compute)
     write_text(out / "equal_compute.md", markdown(compute))
     plot_regret_vs_compute(compute, out / "regret_vs_compute.png")

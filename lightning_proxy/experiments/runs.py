@@ -152,13 +152,9 @@ def _validation_history() -> Any:
     """A callback that keeps every validation epoch's accuracy (the 000 paper's curve and best at any epoch)
     and the seconds of the training epochs without their validation (SVP's training time: no sanity pass,
     validation or checkpointing; the device is synchronised at epoch and validation bounds, not per step)."""
-    import torch
     from lightning.pytorch.callbacks import Callback
 
-    def now(pl_module: Any) -> float:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
+    from lightning_proxy.callbacks.base import synchronised_time as now
 
     class ValidationHistory(Callback):
         def __init__(self) -> None:

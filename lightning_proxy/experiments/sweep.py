@@ -282,6 +282,13 @@ def loss_ranking(config: str, *, dataset: Dataset, folder: Path, seed: int, **_:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256, read once per version of the file (every trial of a proxy checks its ranking)."""
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

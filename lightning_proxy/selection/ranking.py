@@ -243,13 +243,14 @@ def aggregate_rankings(rankings: Sequence[Ranking], how: str = "mean", allow_mix
         if not np.array_equal(ranking.indices[o], indices):
             raise ValueError(f"ranking {i} scores other examples than ranking 0: aggregate runs on one subset")
     stacked = np.stack([r.scores[o] for r, o in zip(rankings, order, strict=True)])
-    never = np.isposinf(stacked).sum(axis=0)  # runs in which the example was never learned (forgetting: inf)
-    finite = np.where(np.isposinf(stacked), 0.0, stacked)
+    infinite = np.isposinf(stacked)  # never learned in that run (forgetting's inf)
+    never = infinite.sum(axis=0)
+    finite = np.where(infinite, 0.0, stacked)
     scores = finite.sum(axis=0) if how == "sum" else finite.mean(axis=0)
     extra: dict[str, Any] = {}
     if never.any():
         # Toneva's order: by the runs never learned, then by the combined finite counts, as one finite score
-        weight = float(np.nanmax(np.abs(scores))) + 1.0 if len(scores) else 1.0
+        weight = float(np.nanmax(np.abs(scores))) + 1.0
         scores = never * weight + scores
         extra = {"never_learned_weight": weight, "never_learned_runs": "score // never_learned_weight"}
     metadata = {
