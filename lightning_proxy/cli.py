@@ -1,8 +1,9 @@
 """The ``lightning-proxy`` command: LightningCLI's fit/validate/test/predict plus the experiment commands.
 
-Every experiment command is a typed Python function of ``lightning_proxy.experiments``, parsed by
-jsonargparse from its signature and docstring in one way (``--config`` YAML and ``--key value`` options,
-``--help``); a command that takes ranking files takes them as positional arguments.
+Every experiment command is a typed Python function (of ``lightning_proxy.experiments``; ``distill`` of
+``lightning_proxy.distill.matching``), parsed by jsonargparse from its signature and docstring in one way
+(``--config`` YAML and ``--key value`` options, ``--help``); a command that takes ranking files takes them
+as positional arguments.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMANDS: dict[str, Command] = {
     "active": Command("lightning_proxy.experiments.active:active", "batch active learning via proxy, round by round"),
     "sweep": Command("lightning_proxy.experiments.sweep:sweep", "proxy datasets for hyperparameter search (Optuna)"),
     "report": Command("lightning_proxy.experiments.sweep:sweep_report", "proxy-quality report of a sweep"),
+    "distill": Command("lightning_proxy.distill.matching:distill", "a distilled synthetic set of a training's pool"),
     "compare-rankings": Command(
         "lightning_proxy.experiments.compare:compare", "correlations and top-k overlap of rankings", "rankings"
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,36 @@ def write_atomically(path: Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_npz(path: Path, metadata: dict[str, Any], **arrays: Any) -> Path:
+    """Arrays and a JSON ``metadata`` string in one ``.npz``, readable with numpy alone."""
+    import numpy as np
+
+    text = np.array(json.dumps(metadata, sort_keys=True, default=str))
+    write_atomically(path, lambda tmp: np.savez(tmp, **arrays, metadata=text))
+    return path
+
+
+def read_npz(path: Path, arrays: Sequence[str], what: str, hint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``arrays`` and the metadata of a :func:`write_npz` file; a missing one raises ``FileNotFoundError``
+    (with ``hint``), a malformed or truncated one a ``ValueError``, each naming the file and ``what`` it should be."""
+    import zipfile
+
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist ({hint})")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {*arrays, "metadata"} - set(f.files)
+            if missing:
+                raise ValueError(f"it lacks the arrays {sorted(missing)}")
+            return {name: f[name] for name in arrays}, json.loads(str(f["metadata"]))
+    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{path} is not a valid {what}: {err}") from err
 
 
 def write_text(path: Path, text: str) -> Path:

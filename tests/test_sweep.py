@@ -22,6 +22,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from lightning_proxy.distill import load_synthetic
 from lightning_proxy.experiments.strategies import grid_configs, strategies_from
 from lightning_proxy.experiments.sweep import (
     Plan,
@@ -346,15 +347,17 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
             "hardest": [0.25],
             "epochs": [1],
             "successive_halving": [2],
+            "distilled": [{"method": "distribution_matching", "ipc": 2, "iterations": 3, "epochs": 3}],
         },
         "output": "out",
         "study": "t",
         "promote": [{"strategy": "easiest-0.25", "top": 0.5}],
     }
     results = sweep(**settings)
-    assert len(results) == 3 * 6 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
+    assert len(results) == 3 * 7 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
     assert set(results.strategy) == {
-        *("target", "half_classes-0.5", "easiest-0.25", "hardest-0.25", "epochs-1", "successive_halving-2")
+        *("target", "half_classes-0.5", "easiest-0.25", "hardest-0.25", "epochs-1", "successive_halving-2"),
+        "distilled-dm-ipc2",
     }
     halving = results[results.strategy == "successive_halving-2"]
     epochs_trained = halving.epoch_accuracies.map(json.loads).map(len)
@@ -363,8 +366,8 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     assert compute.loc["easiest-0.25+top0.5", "kind"] == "hybrid" and Path("out/regret_vs_compute.png").is_file()
     assert results.accuracy.between(0, 1).all() and (results.seconds > 0).all()
     curves = results[~results.pruned].epoch_accuracies.map(json.loads)
-    one_epoch = results[~results.pruned].strategy == "epochs-1"
-    assert (curves.map(len) == np.where(one_epoch, 1, 2)).all()
+    epochs = results[~results.pruned].strategy.map({"epochs-1": 1, "distilled-dm-ipc2": 3}).fillna(2)
+    assert (curves.map(len) == epochs).all()
     assert np.allclose(results.epoch_accuracies.map(json.loads).map(max), results.accuracy)
     assert results.loc[results.config == "model.lr=0.03", "hyperparameter"].eq("model.lr").all()
 
@@ -378,6 +381,16 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
         config = yaml.safe_load(Path(f"out/digits/{strategy}/default/config.yaml").read_text())
         subset = config["data"]["init_args"]["subset"]
         assert subset["keep"] == keep and subset["ranking"].endswith("loss_ranking/loss.npz")
+    # the distilled strategy: one synthetic set, made once; each run's cost carries a third of its making time
+    made = load_synthetic("out/digits/distilled-dm-ipc2/synthetic.npz")
+    assert made.metadata["iterations"] == 3 and len(made) == 20
+    distilled = results[results.strategy == "distilled-dm-ipc2"].set_index("config")
+    for config in distilled.index:
+        run = json.loads(Path(f"out/digits/distilled-dm-ipc2/{config}/result.json").read_text())
+        assert run["train_examples"] == 20
+        assert distilled.seconds[config] == pytest.approx(run["seconds"] + made.metadata["seconds"] / 3)
+    config = yaml.safe_load(Path("out/digits/distilled-dm-ipc2/default/config.yaml").read_text())
+    assert config["data"]["init_args"]["synthetic"].endswith("distilled-dm-ipc2/synthetic.npz")
     half = json.loads(Path("out/digits/half_classes-0.5/default/result.json").read_text())
     assert half["train_examples"] == round(0.5 * np.isin(_digits_targets(), _half_classes(0)).sum())
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView, TensorBatches
+from lightning_proxy.distill.synthetic import load_synthetic
 from lightning_proxy.selection.ranking import pool_fingerprint
 from lightning_proxy.selection.subset import SubsetSpec, choose_classes, select_subset
 
@@ -100,6 +101,8 @@ class PoolDataModule(L.LightningDataModule):
         data_path: ``tensor``: batches indexed out of the pool tensor, augmented whole on the training
             device; ``items``: a ``DataLoader`` with a transform per image (``num_workers`` apply); ``auto``:
             ``tensor`` where the pool is held in memory as one tensor.
+        synthetic: train on this synthetic set (a ``.npz`` from ``lightning-proxy distill``) instead of the
+            pool; it must have been made on this pool. Validation stays on the real validation set.
     """
 
     name: str = "pool"
@@ -120,6 +123,7 @@ class PoolDataModule(L.LightningDataModule):
         download: bool = False,
         pin_memory: bool = True,
         data_path: Literal["auto", "tensor", "items"] = "auto",
+        synthetic: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -128,6 +132,11 @@ class PoolDataModule(L.LightningDataModule):
             raise ValueError(f"flip_p is a probability in [0, 1], got {flip_p}")
         if data_path not in ("auto", "tensor", "items"):
             raise ValueError(f"data_path must be 'auto', 'tensor' or 'items', got {data_path!r}")
+        if synthetic is not None and subset != SubsetSpec():
+            raise ValueError(
+                f"data.synthetic {synthetic} is the whole training set: subset rules ({subset}) choose from a real "
+                "pool; give one or the other"
+            )
         self.root = root
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
@@ -137,6 +146,7 @@ class PoolDataModule(L.LightningDataModule):
         self.download = download
         self.pin_memory = pin_memory
         self.data_path = data_path
+        self.synthetic = synthetic
         self.save_hyperparameters()
         self._train_pool: PoolDataset | None = None
         self._score_pool: PoolDataset | None = None
@@ -191,8 +201,22 @@ class PoolDataModule(L.LightningDataModule):
     def train_pool(self) -> PoolDataset:
         """The full training pool with training augmentation (built on first use)."""
         if self._train_pool is None:
-            self._train_pool = self.build_pool("train", self.train_transform())
+            if self.synthetic is not None:
+                self._train_pool = self._synthetic_pool()
+            else:
+                self._train_pool = self.build_pool("train", self.train_transform())
         return self._train_pool
+
+    def _synthetic_pool(self) -> InMemoryImages:
+        """The synthetic set as the training pool, once it is known to come from this datamodule's pool."""
+        real = self.build_pool("train", None)
+        synthetic = load_synthetic(self.synthetic)
+        shape = tuple(real.images.shape[1:]) if isinstance(real, InMemoryImages) else tuple(real[0][0].shape)
+        synthetic.check_source(
+            self.name, pool_fingerprint(real.targets), len(real), shape, f"data.synthetic {self.synthetic}"
+        )
+        images = torch.from_numpy(synthetic.images)
+        return InMemoryImages(images, synthetic.labels, list(real.classes), self.train_transform())
 
     @property
     def score_pool(self) -> PoolDataset:

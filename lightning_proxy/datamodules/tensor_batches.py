@@ -173,7 +173,8 @@ class TensorBatches:
     """``(images, targets, pool_indices)`` batches of ``images[indices]``, augmented and normalised as a whole.
 
     Args:
-        images: the pool, uint8 ``N x C x H x W`` on the device the batches should be on.
+        images: the pool, uint8 ``N x C x H x W`` on the device the batches should be on (or float32 in
+            ``[0, 1]`` units: a synthetic set).
         targets: the model's label of every pool image (int64, -1 for classes it leaves out), same device.
         indices: the pool positions to serve (a subset), in order.
         batch_size: images per batch (the last batch may be smaller).
@@ -201,8 +202,10 @@ class TensorBatches:
         world_size: int = 1,
         channels_last: bool = False,
     ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be a uint8 N x C x H x W tensor, got {images.dtype} {tuple(images.shape)}")
+        if images.dtype not in (torch.uint8, torch.float32) or images.ndim != 4:
+            raise ValueError(
+                f"images must be a uint8 (or float32) N x C x H x W tensor, got {images.dtype} {tuple(images.shape)}"
+            )
         self.images, self.targets = images, targets
         self.indices = torch.as_tensor(indices, dtype=torch.int64)
         self.batch_size = batch_size
@@ -211,7 +214,8 @@ class TensorBatches:
         self.channels_last = channels_last
         self.sampler = ShardedShuffle(len(self.indices), shuffle, rank, world_size)
         device = images.device
-        self._scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(1, -1, 1, 1)
+        peak = 255 if images.dtype == torch.uint8 else 1  # the pixel units of the pool, whatever a crop returns
+        self._scale = torch.tensor([1 / (peak * s) for s in std], device=device).view(1, -1, 1, 1)
         self._shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device).view(1, -1, 1, 1)
 
     def shard(self, rank: int, world_size: int) -> TensorBatches:
@@ -239,7 +243,8 @@ class TensorBatches:
             yield self._normalise(images), self.targets[index], index
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """``(x / 255 - mean) / std`` in float32, as one multiply-add; laid out channels-last when asked.
+        """``(x / 255 - mean) / std`` in float32 (``x`` for a float pool), as one multiply-add; laid out
+        channels-last when asked.
 
         The layout is settled before the conversion, on uint8 (a quarter of the bytes); a resized crop comes
         as float in ``[0, 255]`` already and is converted in place.

@@ -2,7 +2,8 @@
 
 A *strategy* is a random fraction over all classes, half the classes (or the other half) and a random
 fraction of them, the easiest or hardest fraction by a loss ranking (optionally after dropping a band at
-that end), or fewer epochs: each a set of training overrides. ``successive_halving`` and ``hyperband`` are
+that end), fewer epochs, or a distilled set of a few synthetic images per class (made once per dataset,
+:mod:`lightning_proxy.distill`): each a set of training overrides. ``successive_halving`` and ``hyperband`` are
 not proxies but multi-fidelity searches of the target task itself, with Optuna's pruner of that name. The
 grid is the training config's defaults, then one hyperparameter changed at a time.
 """
@@ -18,13 +19,32 @@ from typing import Any
 import optuna
 import yaml
 
-FAMILIES = ("random", "half_classes", "other_half_classes", "easiest", "hardest", "epochs")
+FAMILIES = ("random", "half_classes", "other_half_classes", "easiest", "hardest", "epochs", "distilled")
+# what a distilled strategy may set: lightning_proxy.distill.matching.distill's options, and its training's epochs
+DISTILL_OPTIONS = (
+    "method",
+    "ipc",
+    "iterations",
+    "lr",
+    "init",
+    "batch_real",
+    "augment",
+    "outer_loop",
+    "inner_loop",
+    "net_lr",
+    "epochs",
+)
+DISTILL_SHORT = {"distribution_matching": "dm", "gradient_matching": "gm"}
 PRUNERS = {"successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner"}  # on the target task
 
 
 @dataclass
 class Strategy:
-    """A proxy of the target task: its name (``easiest-0.1``), family, and the overrides that build it."""
+    """A proxy of the target task: its name (``easiest-0.1``), family, and the overrides that build it.
+
+    ``size`` is the share of the pool it trains on (a distilled set: its images per class); ``distill`` the
+    options of the distillation that makes its synthetic set.
+    """
 
     name: str
     family: str
@@ -32,6 +52,7 @@ class Strategy:
     epochs: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     needs_ranking: bool = False
+    distill: dict[str, Any] | None = None
     pruner: dict[str, Any] | None = None  # multi-fidelity search on the target task: Optuna's pruner and its args
 
     def make_pruner(self, max_epochs: int) -> Any:
@@ -54,7 +75,9 @@ def strategies_from(spec: dict[str, list[Any]] | None, num_classes: int, seed: i
     ``epochs`` lists epoch counts. ``half_classes`` draws ``num_classes // 2`` classes with ``seed``;
     ``other_half_classes`` keeps the rest. ``successive_halving`` and ``hyperband`` search the target task
     itself with Optuna's pruner of that name, one per reduction factor (or ``{reduction_factor, min_resource}``
-    in epochs). The target comes first.
+    in epochs). ``distilled`` takes ``{method, ipc, ...}``: a synthetic set made once by
+    :func:`~lightning_proxy.distill.matching.distill` with those options (``epochs``: the training's epochs on
+    it). The target comes first.
     """
     out = [Strategy("target", "target")]
     for family, sizes in (spec or {}).items():
@@ -71,6 +94,9 @@ def strategies_from(spec: dict[str, list[Any]] | None, num_classes: int, seed: i
                     )
                 pruner = {"min_resource": 1, **args}
                 out.append(Strategy(f"{family}-{args['reduction_factor']}", family, pruner=pruner))
+                continue
+            if family == "distilled":
+                out.append(_distilled(size))
                 continue
             if family == "epochs":
                 if not isinstance(size, int) or size < 1:
@@ -101,6 +127,21 @@ def strategies_from(spec: dict[str, list[Any]] | None, num_classes: int, seed: i
     if len(set(names)) != len(names):
         raise ValueError(f"strategies repeat a size: {names}")
     return out
+
+
+def _distilled(spec: Any) -> Strategy:
+    if not isinstance(spec, dict) or set(spec) - set(DISTILL_OPTIONS) or spec.get("method") not in DISTILL_SHORT:
+        raise ValueError(
+            f"strategy distilled takes {{method: {' or '.join(DISTILL_SHORT)}, ipc: N, ...}} with keys from "
+            f"{list(DISTILL_OPTIONS)}; got {spec!r}"
+        )
+    ipc, epochs = spec.get("ipc", 10), spec.get("epochs")
+    if not isinstance(ipc, int) or ipc < 1 or (epochs is not None and (not isinstance(epochs, int) or epochs < 1)):
+        raise ValueError(f"strategy distilled: ipc and epochs are whole numbers >= 1, got {spec!r}")
+    options = {k: v for k, v in spec.items() if k != "epochs"} | {"ipc": ipc}
+    name = f"distilled-{DISTILL_SHORT[spec['method']]}-ipc{ipc}"
+    overrides = {"trainer.max_epochs": epochs} if epochs else {}
+    return Strategy(name, "distilled", float(ipc), epochs, overrides, distill=options)
 
 
 def lookup(tree: Any, key: str) -> Any:

@@ -12,8 +12,10 @@ trains in one process; ``CUDA_VISIBLE_DEVICES=i`` gives worker i its GPU). Optun
 study is grid point k, ``study.optimize`` beats the heartbeat, a trial silent for three heartbeats (by the
 database server's clock) is failed and queued again, and a finished training's ``result.json`` is read back rather
 than retrained. The loss ranking of the easiest/hardest proxies is a study of its own, trained once per
-dataset; its path and sha256 are recorded there and checked by every worker that trains on it. A trial
-records the best validation accuracy at any epoch, every epoch's accuracy and the wall time.
+dataset, and so is each distilled strategy's synthetic set; the file's path and sha256 are recorded there and
+checked by every worker that trains on it. A trial records the best validation accuracy at any epoch, every
+epoch's accuracy and the wall time; a distilled strategy's trials add an equal share of the distillation's
+time (its seconds over the grid's configurations), so its relative cost counts the distillation once.
 
     lightning-proxy sweep --config configs/sweep_digits.yaml
     lightning-proxy report --storage sqlite:///runs/sweep_digits/sweep.db
@@ -207,18 +209,34 @@ def _trained(trial: Any, config: str, run_config: Callable[..., dict[str, Any]],
     a training its study's pruner stopped keeps its epochs and time and ends the trial PRUNED."""
     trial.set_user_attr("config", config)
     result = run_config(config, trial=trial, **kwargs)
-    for key in ("seconds", "epoch_val_acc", "train_examples", "val_acc", "ranking", "sha256", "pruned"):
+    for key in RECORDED:
         if key in result:
             trial.set_user_attr(key, result[key])
-    how = f"pruned after {len(result['epoch_val_acc'])} epochs" if result.get("pruned") else "best val acc"
-    print(
-        f"[sweep] {trial.study.study_name} trial {trial.number} {config}: {how} {result['best_val_acc']:.4f}, "
-        f"{result['seconds']:.1f} s",
-        flush=True,
-    )
+    if result.get("pruned"):
+        how, value = f"pruned after {len(result['epoch_val_acc'])} epochs", result["best_val_acc"]
+    elif "matching_loss" in result:  # a synthetic set made
+        how, value = "matching loss", result["matching_loss"]
+    else:
+        how, value = "best val acc", result["best_val_acc"]
+    name = f"{trial.study.study_name} trial {trial.number} {config}"
+    print(f"[sweep] {name}: {how} {value:.4f}, {result['seconds']:.1f} s", flush=True)
     if result.get("pruned"):
         raise optuna.TrialPruned(f"pruned after {len(result['epoch_val_acc'])} epochs")
-    return result["best_val_acc"]
+    return value
+
+
+RECORDED = (
+    "seconds",
+    "epoch_val_acc",
+    "train_examples",
+    "val_acc",
+    "ranking",
+    "synthetic",
+    "sha256",
+    "pruned",
+    "shared_seconds",
+    "matching_loss",
+)
 
 
 def _pruning(trial: Any) -> Any:
@@ -293,35 +311,71 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def shared_ranking(study: Any) -> str | None:
-    """The loss ranking a dataset's proxies train on, as the ranking study recorded it (None: not made yet).
+def synthetic_set(
+    config: str, *, dataset: Dataset, strategy: Strategy, folder: Path, seed: int, **_: Any
+) -> dict[str, Any]:
+    """A distilled strategy's synthetic set, made from the default configuration's training (its pool and
+    architecture): its path, sha256, making time and final matching loss in the result."""
+    from lightning_proxy.distill.matching import distill
+    from lightning_proxy.distill.synthetic import load_synthetic
+
+    path = distill(dataset.training(), folder / "synthetic.npz", seed=seed, progress=False, **strategy.distill)
+    made = load_synthetic(path).metadata
+    loss = made["loss"] if made["loss"] is not None else float("nan")  # none: iterations 0, the real images
+    return {"synthetic": str(path), "sha256": _sha256(path), "seconds": made["seconds"], "matching_loss": loss}
+
+
+def _shared_file(study: Any, key: str, what: str) -> dict[str, Any] | None:
+    """What a maker study (a loss ranking, a synthetic set) recorded of the file it made (None: not made yet).
 
     A worker whose file at that path is missing or differs refuses: one study must not mix trials made on
-    different subsets.
+    different files.
     """
     made = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not made:
         return None
-    path, digest = made[0].user_attrs["ranking"], made[0].user_attrs["sha256"]
+    path, digest = made[0].user_attrs[key], made[0].user_attrs["sha256"]
     found = Path(path).is_file() and _sha256(Path(path)) == digest
     if not found:
         problem = "has another file there" if Path(path).is_file() else "does not have it"
         raise FileNotFoundError(
-            f"the loss ranking of study {study.study_name} is {path} (sha256 {digest[:12]}...), and this worker "
+            f"the {what} of study {study.study_name} is {path} (sha256 {digest[:12]}...), and this worker "
             f"{problem}: run every worker in one output folder on a filesystem they share, or copy that file "
             "to the same path before starting"
         )
-    return path
+    return made[0].user_attrs
+
+
+def shared_ranking(study: Any) -> str | None:
+    """The loss ranking a dataset's proxies train on, as the ranking study recorded it (None: not made yet)."""
+    made = _shared_file(study, "ranking", "loss ranking")
+    return None if made is None else made["ranking"]
+
+
+def shared_synthetic(study: Any) -> tuple[str, float] | None:
+    """A distilled strategy's synthetic set and its making time, as its study recorded them (None: not made yet)."""
+    made = _shared_file(study, "synthetic", "synthetic set")
+    return None if made is None else (made["synthetic"], float(made["seconds"]))
+
+
+def _is_made(study: Any) -> bool:
+    """Whether a maker study's file is made, and here as it recorded it."""
+    made = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not made:
+        return False
+    if "ranking" in made[0].user_attrs:
+        return shared_ranking(study) is not None
+    return shared_synthetic(study) is not None
 
 
 @dataclass
 class Plan:
     """One study of a sweep: what this worker runs on it (True once all its trials are complete), and the
-    ranking study it waits for."""
+    study making the file it trains on (a loss ranking, a synthetic set) that it waits for."""
 
     label: str
     work: Callable[[], bool]
-    ranking: Any = None
+    waits_for: Any = None
     said: bool = False
 
 
@@ -331,8 +385,8 @@ def run_plans(plans: list[Plan], poll: float) -> None:
     while True:
         pending = False
         for plan in plans:
-            if plan.ranking is not None and shared_ranking(plan.ranking) is None:
-                pending = True  # its ranking trains (here or elsewhere) first
+            if plan.waits_for is not None and not _is_made(plan.waits_for):
+                pending = True  # its ranking or synthetic set is made (here or elsewhere) first
                 continue
             if not plan.said:
                 print(f"[sweep] {plan.label}", flush=True)
@@ -371,7 +425,8 @@ def sweep(
             ``{"model.lr": [1e-3, 1e-2], "model.optimizer": ["sgd", "rmsprop"]}``.
         strategies: family -> sizes: ``random``, ``half_classes``, ``other_half_classes``, ``easiest``,
             ``hardest`` take shares of the pool (or ``{fraction, skip}`` for a band); ``epochs`` takes epoch
-            counts; ``successive_halving`` and ``hyperband`` take reduction factors (multi-fidelity search of
+            counts; ``distilled`` takes distillations, ``{method, ipc, iterations, ..., epochs}``;
+            ``successive_halving`` and ``hyperband`` take reduction factors (multi-fidelity search of
             the target task with Optuna's pruners). The target task is always included.
         output: folder of the runs, the default SQLite storage, ``results.csv`` and the report.
         storage: an Optuna storage URL (e.g. ``postgresql://...`` for workers on many machines); default
@@ -412,6 +467,16 @@ def sweep(
                 Plan(f"{dataset.name} / loss ranking", functools.partial(run_grid, ranking, ["default"], make))
             )
         for strategy in plan:
+            maker = None
+            if strategy.distill is not None:
+                maker_name = study_name(study, dataset.name, f"{strategy.name}/synthetic")
+                maker = grid_study(maker_name, rdb, ["default"], seed)
+                folder = out / dataset.name / strategy.name
+                make = functools.partial(synthetic_set, dataset=dataset, strategy=strategy, folder=folder, seed=seed)
+                label = f"{dataset.name} / {strategy.name}: the synthetic set"
+                plans.append(Plan(label, functools.partial(run_grid, maker, ["default"], make)))
+            else:
+                maker = ranking if strategy.needs_ranking else None
             run_config = functools.partial(
                 _run_config,
                 dataset=dataset,
@@ -420,7 +485,7 @@ def sweep(
                 configs=configs,
                 out=out,
                 seed=seed,
-                ranking=ranking if strategy.needs_ranking else None,
+                made_by=maker,
             )
             name = study_name(study, dataset.name, strategy.name)
             pruner = strategy.make_pruner(_max_epochs(dataset)) if strategy.pruner else None
@@ -441,7 +506,7 @@ def sweep(
                 defaults = config_defaults(grid, dataset.config)
                 work = functools.partial(run_sampled, study_obj, grid, defaults, n_trials, run_config)
             label = f"{dataset.name} / {strategy.name}: {len(configs)} configurations"
-            plans.append(Plan(label, work, ranking if strategy.needs_ranking else None))
+            plans.append(Plan(label, work, maker))
     run_plans(plans, poll=heartbeat)
     results = collect_results(rdb, study)
     if report and len(results):
@@ -463,20 +528,29 @@ def _run_config(
     configs: dict[str, dict[str, Any]],
     out: Path,
     seed: int,
-    ranking: Any = None,
+    made_by: Any = None,
     trial: Any = None,
 ) -> dict[str, Any]:
     """Train configuration ``name`` of ``strategy`` in its own folder (a finished one is read back, not retrained).
 
-    Under a pruner the fit reports every epoch to ``trial`` and stops when pruned (``pruned`` in the result).
+    ``made_by`` is the study that made the file it trains on (the loss ranking, the synthetic set). Under a
+    pruner the fit reports every epoch to ``trial`` and stops when pruned (``pruned`` in the result).
     """
     changes = overrides if overrides is not None else configs[name]
     where = out / dataset.name / strategy.name / _slug(folder or name)
     one_process = {"trainer.devices": 1, "trainer.num_nodes": 1}  # parallelism is one worker per device
-    subset = {"data.subset.ranking": shared_ranking(ranking)} if ranking is not None else {}
-    run = dataset.training({**base, **subset, **changes, **one_process})
+    data, share = {}, 0.0
+    if made_by is not None and strategy.distill is not None:
+        path, seconds = shared_synthetic(made_by)
+        data, share = {"data.synthetic": path}, seconds / len(configs)
+    elif made_by is not None:
+        data = {"data.subset.ranking": shared_ranking(made_by)}
+    run = dataset.training({**base, **data, **changes, **one_process})
     if strategy.pruner is None or trial is None:
-        return train(where, run, seed=seed, configuration=name, strategy=strategy.name)
+        result = train(where, run, seed=seed, configuration=name, strategy=strategy.name)
+        if not share:
+            return result
+        return {**result, "seconds": result["seconds"] + share, "shared_seconds": share}
     pruning = _pruning(trial)
     result = train(where, run, seed=seed, configuration=name, strategy=strategy.name, extra_callbacks=[pruning])
     if not pruning.reported:  # read back from an earlier attempt: tell the pruner what it saw

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_proxy.files import write_atomically
+from lightning_proxy.files import read_npz, write_npz
 
 REQUIRED_METADATA = ("statistic", "num_examples", "fingerprint")
 
@@ -162,35 +161,20 @@ def save_ranking(path: str | os.PathLike, ranking: Ranking) -> Path:
             f"cannot save {path} as a ranking: " + "; ".join(problems) + ". Build it with Ranking.for_pool(scores, "
             "datamodule_or_targets, statistic), which fills the pool's size and fingerprint"
         )
-    metadata = {"format": 1, **ranking.metadata}
-    write_atomically(
+    return write_npz(
         path,
-        lambda tmp: np.savez(
-            tmp,
-            indices=np.asarray(ranking.indices, dtype=np.int64),
-            scores=np.asarray(ranking.scores, dtype=np.float64),
-            metadata=np.array(json.dumps(metadata, sort_keys=True, default=str)),
-        ),
+        {"format": 1, **ranking.metadata},
+        indices=np.asarray(ranking.indices, dtype=np.int64),
+        scores=np.asarray(ranking.scores, dtype=np.float64),
     )
-    return path
 
 
 def load_ranking(path: str | os.PathLike) -> Ranking:
     """Read and validate a ranking file; a malformed or truncated file raises a ``ValueError`` naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ranking file {path} does not exist (callbacks write them under their dirpath)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = {"indices", "scores", "metadata"} - set(f.files)
-            if missing:
-                raise ValueError(f"it lacks the arrays {sorted(missing)}")
-            indices, scores = f["indices"], f["scores"]
-            metadata = json.loads(str(f["metadata"]))
-    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{path} is not a readable ranking file (truncated or corrupt?): {err}") from err
-    except ValueError as err:
-        raise ValueError(f"{path} is not a valid ranking file: {err}") from err
+    hint = "callbacks write them under their dirpath"
+    arrays, metadata = read_npz(path, ("indices", "scores"), "ranking file", hint)
+    indices, scores = arrays["indices"], arrays["scores"]
     problems = ranking_problems(indices, scores, metadata)
     if problems:
         raise ValueError(f"{path} is not a valid ranking file: " + "; ".join(problems))
