@@ -398,6 +398,9 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     again = sweep(**settings, report=False)
     assert sorted(again.trial) == sorted(results.trial), "a finished sweep started again trains nothing"
     assert collect_results("sqlite:///out/sweep.db", "other").empty
+    changed = {**settings["strategies"], "distilled": [{"method": "distribution_matching", "ipc": 2, "iterations": 4}]}
+    with pytest.raises(ValueError, match="distilled-dm-ipc2 of study .* was made with .*another --study"):
+        sweep(**{**settings, "strategies": changed}, report=False)
 
 
 def _digits_targets() -> np.ndarray:

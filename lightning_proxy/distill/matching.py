@@ -380,12 +380,12 @@ def distill(
 
     Args:
         training: the training config (a ``lightning-proxy fit`` YAML) whose pool is distilled and whose
-            model architecture is the network, or a :class:`~lightning_proxy.training.Training`.
+            model architecture is the network (or, from Python, a ``Training``).
         output: the synthetic set's file (``.npz``); its checkpoint is ``<output stem>.partial.pt``.
         method: ``distribution_matching`` or ``gradient_matching``.
         ipc: synthetic images per class.
         iterations: updates of the synthetic images.
-        lr: learning rate of the synthetic images (SGD, momentum 0.5, on normalised pixels).
+        lr: learning rate of the synthetic images (SGD, momentum 0.5, on normalised pixels); default 0.01.
         init: start from ``real`` images of each class (seeded) or from ``noise``.
         seed: seed of the start and of every iteration's networks, batches and augmentation.
         batch_real: real images per class in each matching batch.

@@ -471,6 +471,7 @@ def sweep(
             if strategy.distill is not None:
                 maker_name = study_name(study, dataset.name, f"{strategy.name}/synthetic")
                 maker = grid_study(maker_name, rdb, ["default"], seed)
+                _same_distillation(maker, strategy)
                 folder = out / dataset.name / strategy.name
                 make = functools.partial(synthetic_set, dataset=dataset, strategy=strategy, folder=folder, seed=seed)
                 label = f"{dataset.name} / {strategy.name}: the synthetic set"
@@ -515,6 +516,20 @@ def sweep(
         write_csv(out / "results.csv", results)
         quality_report(results, out, promote=promote or [])
     return results
+
+
+def _same_distillation(maker: Any, strategy: Strategy) -> None:
+    """A distilled strategy's study keeps the options it was made with: other options under the same name are
+    refused rather than read back as finished."""
+    options = {**strategy.distill, "epochs": strategy.epochs}
+    recorded = maker.user_attrs.get("distill")
+    if recorded is None:
+        maker.set_user_attr("distill", options)
+    elif recorded != options:
+        raise ValueError(
+            f"strategy {strategy.name} of study {maker.study_name} was made with {recorded}, and the config asks for "
+            f"{options}: give the sweep another --study and --output for the new options, or put them back"
+        )
 
 
 def _run_config(
