@@ -18,6 +18,7 @@ README = ROOT / "README.md"
 
 TINY = "model.arch: preact_resnet8, trainer.max_epochs: 1"
 # appended to a command by its first words: enough to run it quickly, never changing what it writes where
+ONE_EPOCH = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
 OVERRIDES = {
     "coreset": [
         *("--methods", "[forgetting, random]", "--fractions", "[0.3]"),
@@ -32,8 +33,10 @@ OVERRIDES = {
         *("--grid", "{model.lr: [3.0e-2]}", "--strategies", "{epochs: [1]}"),
         *("--promote", "[{strategy: epochs-1, top: 0.5}]"),
     ],
-    "fit --config configs/digits.yaml": ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"],
+    "fit --config configs/digits.yaml": ONE_EPOCH,
     "predict": ["--trainer.enable_progress_bar", "false"],
+    "distill": ["--iterations", "2", "--args", f"{{{TINY}}}", "--progress", "false"],
+    "fit --config configs/sweep_digits_target.yaml": ONE_EPOCH,
 }
 PARSE_ONLY = ("imagenet",)  # needs the data set and 4+ GPUs: its config is resolved and printed, not trained
 NOT_RUN_HERE = ("pip ", "pytest")  # .ci/run installs and tests exactly so
