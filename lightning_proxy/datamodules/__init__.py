@@ -8,9 +8,11 @@ from lightning_proxy.datamodules.imagefolder import (
     ImagenetteDataModule,
     ImagewoofDataModule,
 )
+from lightning_proxy.datamodules.text import AmazonReviewsDataModule
 from lightning_proxy.selection.subset import SubsetSpec
 
 __all__ = [
+    "AmazonReviewsDataModule",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "DigitsDataModule",

@@ -14,6 +14,7 @@ example is seen once per epoch across ranks. Lightning calls ``sampler.set_epoch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -169,7 +170,26 @@ class ShardedShuffle(Sampler[int]):
         return iter(self.order().tolist())
 
 
-class TensorBatches:
+class ShardedBatches:
+    """Batches of ``indices`` in a :class:`ShardedShuffle` order (``sampler``), ``batch_size`` at a time: what the
+    image and the text batches share. Lightning reads the order from ``sampler`` and calls its ``set_epoch``."""
+
+    batch_sampler = None  # as a DataLoader with its own batching
+    indices: Sequence[int]
+    batch_size: int
+    sampler: ShardedShuffle
+
+    def shard(self, rank: int, world_size: int) -> ShardedBatches:
+        """The same batches split over ``world_size`` processes (as ``DistributedSampler`` would)."""
+        other = copy.copy(self)
+        other.sampler = ShardedShuffle(len(self.indices), self.sampler.shuffle, rank, world_size, self.sampler.seed)
+        return other
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+
+class TensorBatches(ShardedBatches):
     """``(images, targets, pool_indices)`` batches of ``images[indices]``, augmented and normalised as a whole.
 
     Args:
@@ -185,8 +205,6 @@ class TensorBatches:
         rank, world_size: this process's shard of every epoch.
         channels_last: batches in channels-last memory layout (faster convolutions on GPUs).
     """
-
-    batch_sampler = None  # as a DataLoader with its own batching: Lightning reads the order from ``sampler``
 
     def __init__(
         self,
@@ -217,16 +235,6 @@ class TensorBatches:
         peak = 255 if images.dtype == torch.uint8 else 1  # the pixel units of the pool, whatever a crop returns
         self._scale = torch.tensor([1 / (peak * s) for s in std], device=device).view(1, -1, 1, 1)
         self._shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device).view(1, -1, 1, 1)
-
-    def shard(self, rank: int, world_size: int) -> TensorBatches:
-        """The same batches split over ``world_size`` processes (as ``DistributedSampler`` would)."""
-        other = TensorBatches.__new__(TensorBatches)
-        other.__dict__.update(self.__dict__)
-        other.sampler = ShardedShuffle(len(self.indices), self.sampler.shuffle, rank, world_size, self.sampler.seed)
-        return other
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         sampler = self.sampler
