@@ -189,3 +189,20 @@ def test_fasttext_learns_the_synthetic_reviews_and_writes_rankings_of_the_pool(t
     with open(tmp_path / "data/amazon_review_polarity_csv/train.csv", newline="") as handle:
         labels = [int(row[0]) - 1 for row in csv.reader(handle)]
     assert AmazonReviewsDataModule(root=str(tmp_path / "data")).targets.tolist() == labels
+
+
+def test_ddp_two_processes_see_every_text_example_of_the_subset_once_per_epoch(ddp_fits):
+    out = ddp_fits / "text"
+    subset = np.load(out / "subset.npy")
+    assert len(subset) == round(0.5 * 301)
+    padding = (-len(subset)) % 2
+    orders = []
+    for epoch in range(2):
+        ranks = [np.load(out / f"rank{r}_epoch{epoch}.npy") for r in range(2)]
+        assert len(ranks[0]) == len(ranks[1]) == (len(subset) + padding) // 2
+        seen = np.concatenate(ranks)
+        assert set(seen.tolist()) == set(subset.tolist()) and len(seen) - len(np.unique(seen)) == padding
+        orders.append(ranks[0])
+    assert not np.array_equal(orders[0], orders[1])
+    forgetting = load_ranking(out / "forgetting.npz")
+    assert forgetting.metadata["num_examples"] == 301 and set(subset.tolist()) <= set(forgetting.indices.tolist())

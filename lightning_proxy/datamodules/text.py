@@ -299,8 +299,11 @@ class AmazonReviewsDataModule(PoolDataModule):
         self.in_channels = buckets + 1 if encoding == "words" else len(ALPHABET) + 2
 
     def prepare_data(self) -> None:
+        """Download where asked and build the token caches, once per node before the ranks read them."""
         if self.download and not all((self.folder / f"{s}.csv").is_file() for s in ("train", "test")):
             download_and_verify(self.url, self.root)
+        for split in ("train", "test"):
+            self._cache(split)
 
     def _cache(self, split: str) -> TokenCache:
         path = self.folder / f"{'train' if split == 'train' else 'test'}.csv"
@@ -364,28 +367,32 @@ def write_synthetic_reviews(
     train_rows: int = 2000,
     test_rows: int = 500,
     seed: int = 0,
+    words: tuple[int, int] = (5, 40),
 ) -> Path:
     """A small release in the real on-disk format (``<root>/amazon_review_<variant>_csv/{train,test}.csv``) whose
-    labels are learnable from words: each review mixes words of its class with common words, and the titles
-    and texts hold commas, doubled quotes and escaped newlines as the release's do."""
+    labels are learnable from words: each review mixes words of its class (30 %) with common words, between
+    ``words`` in number, and its title and text hold commas, doubled quotes and an escaped newline as the
+    release's do."""
     folder_name, num_classes, _ = RELEASES[variant]
     folder = Path(root) / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    common = [f"word{i}" for i in range(200)]
-    cue = [[f"class{c}cue{i}" for i in range(20)] for c in range(num_classes)]
+    common = np.array([f"word{i}" for i in range(200)])
+    cues = np.array([[f"class{c}cue{i}" for i in range(20)] for c in range(num_classes)])
     for split, rows in (("train", train_rows), ("test", test_rows)):
-        lines = []
-        for _ in range(rows):
-            label = int(rng.integers(num_classes))
-            n = int(rng.integers(5, 40))
-            words = [
-                cue[label][rng.integers(20)] if rng.random() < 0.3 else common[rng.integers(200)] for _ in range(n)
-            ]
-            title = " ".join(words[:3]) + ', "quoted"'
-            text = " ".join(words[3:]) + "\\nsecond line, with a comma."
-            lines.append([str(label + 1), title, text])
+        labels = rng.integers(num_classes, size=rows)
+        lengths = rng.integers(words[0], words[1] + 1, size=rows)
+        owner = np.repeat(labels, lengths)
+        cue = rng.random(len(owner)) < 0.3
+        drawn = np.where(
+            cue, cues[owner, rng.integers(20, size=len(owner))], common[rng.integers(200, size=len(owner))]
+        )
+        ends = np.cumsum(lengths)
         path = folder / f"{split}.csv"
         with open(path, "w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(lines)
+            writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+            for label, end, length in zip(labels.tolist(), ends.tolist(), lengths.tolist(), strict=True):
+                review = drawn[end - length : end].tolist()
+                title = " ".join(review[:3]) + ', "quoted"'
+                writer.writerow([label + 1, title, " ".join(review[3:]) + "\\nsecond line, with a comma."])
     return folder

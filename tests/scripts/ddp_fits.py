@@ -6,9 +6,12 @@ this script for rank 1, which makes the same fits.
 - ``OUT_DIR/subset_tensor``, ``OUT_DIR/subset_items``: a fit on a digits subset recording the pool indices
   each rank trains on per epoch, on each data path (tests/test_datamodule.py);
 - ``OUT_DIR/callbacks``: a fit with every per-example callback; the rankings, the weights and the raw
-  presentation counts (tests/test_callbacks.py).
+  presentation counts (tests/test_callbacks.py);
+- ``OUT_DIR/text``: fastText on a subset of synthetic Amazon reviews (written by rank zero before the first
+  launch), recording each rank's pool indices per epoch, with forgetting events (tests/test_text.py).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import numpy as np
 import torch
 
 from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
-from lightning_proxy.datamodules import DigitsDataModule, SubsetSpec
+from lightning_proxy.datamodules import AmazonReviewsDataModule, DigitsDataModule, SubsetSpec
+from lightning_proxy.datamodules.text import write_synthetic_reviews
 from lightning_proxy.module import ClassificationModule
 
 
@@ -99,12 +103,27 @@ def callbacks(out: Path) -> None:
         np.savez(out / "presentations.npz", forgetting=presentations, raw=np.stack(counter.per_epoch))
 
 
+def text_coverage(out: Path) -> None:
+    L.seed_everything(0)
+    dm = AmazonReviewsDataModule(
+        root=str(out.parent / "text_data"), buckets=1000, batch_size=16, subset=SubsetSpec(fraction=0.5, seed=3)
+    )
+    model = ClassificationModule(arch="fasttext", num_classes=2, in_channels=dm.in_channels, lr=1.0, weight_decay=0)
+    trainer = ddp_trainer([RecordIndices(out), ForgettingEvents(dirpath=str(out))])
+    trainer.fit(model, dm)
+    if trainer.is_global_zero:
+        np.save(out / "subset.npy", dm.train_indices)
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # before any launch: rank 1 starts at the first fit
+        write_synthetic_reviews(out / "text_data", train_rows=301, test_rows=50)
     fits = {
         "subset_tensor": lambda folder: subset_coverage(folder, "tensor"),
         "subset_items": lambda folder: subset_coverage(folder, "items"),
         "callbacks": callbacks,
+        "text": text_coverage,
     }
     for name, fit in fits.items():
         (out / name).mkdir(parents=True, exist_ok=True)
