@@ -18,6 +18,7 @@ README = ROOT / "README.md"
 
 TINY = "model.arch: preact_resnet8, trainer.max_epochs: 1"
 # appended to a command by its first words: enough to run it quickly, never changing what it writes where
+TEXT_TARGET = "trainer.max_epochs: 1, trainer.limit_train_batches: 2, trainer.limit_val_batches: 2"
 ONE_EPOCH = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
 OVERRIDES = {
     "coreset": [
@@ -35,6 +36,19 @@ OVERRIDES = {
     ],
     "fit --config configs/digits.yaml": ONE_EPOCH,
     "predict": ["--trainer.enable_progress_bar", "false"],
+    "coreset --config configs/coreset_amazon_synthetic.yaml": [
+        *("--methods", "[forgetting, kcenters]", "--fractions", "[0.3]"),
+        *("--proxy_args", "{trainer.max_epochs: 1}", "--target_args", f"{{{TEXT_TARGET}}}"),
+    ],
+    "active --config configs/active_amazon_synthetic.yaml": [
+        *("--methods", "[least_confidence]", "--budgets", "[0.2]"),
+        *(
+            "--proxy_args",
+            "{trainer.max_epochs: 1, trainer.limit_val_batches: 0}",
+            "--target_args",
+            f"{{{TEXT_TARGET}}}",
+        ),
+    ],
     "distill": ["--iterations", "2", "--args", f"{{{TINY}}}", "--progress", "false"],
     "fit --config configs/sweep_digits_target.yaml": ONE_EPOCH,
 }
@@ -72,9 +86,9 @@ def run_shell(line: str, capsys) -> None:
         check_training_args(words)  # a subset rule: keys, types, values and files, as the command checks them
         return
     args = words[1:]
-    for start, extra in OVERRIDES.items():
-        if " ".join(args).startswith(start):
-            args += extra
+    starts = [start for start in OVERRIDES if " ".join(args).startswith(start)]
+    if starts:  # the most specific one
+        args += OVERRIDES[max(starts, key=len)]
     if any(name in line for name in PARSE_ONLY):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--print_config"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -206,3 +208,47 @@ def test_ddp_two_processes_see_every_text_example_of_the_subset_once_per_epoch(d
     assert not np.array_equal(orders[0], orders[1])
     forgetting = load_ranking(out / "forgetting.npz")
     assert forgetting.metadata["num_examples"] == 301 and set(subset.tolist()) <= set(forgetting.indices.tolist())
+
+
+def test_coreset_and_active_on_synthetic_reviews_end_to_end(tmp_path, monkeypatch):
+    """The text path through the experiments: fastText ranks and selects, VDCNN9 trains on what it keeps."""
+    from lightning_proxy.experiments.active import active
+    from lightning_proxy.experiments.coreset import coreset
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(root / "configs")
+    write_synthetic_reviews("data/amazon_synthetic", train_rows=400, test_rows=100)
+    quick = {"trainer.max_epochs": 1, "trainer.enable_progress_bar": False}
+    target = {**quick, "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 2}
+    coreset(
+        "configs/amazon_synthetic_fasttext.yaml",
+        "configs/amazon_synthetic_vdcnn9.yaml",
+        output="out/coreset",
+        proxy_args=quick,
+        target_args=target,
+        methods=["forgetting", "kcenters", "random"],
+        fractions=[0.3],
+        oracle=False,
+    )
+    results = pd.read_csv("out/coreset/results.csv").set_index("method")
+    assert set(results.index) == {"full", "forgetting", "kcenters", "random"}
+    assert (results.loc[["forgetting", "kcenters", "random"], "train_examples"] == 120).all()
+    assert sorted(load_ranking("out/coreset/seed0/proxy/forgetting.npz").indices.tolist()) == list(range(400))
+    centers = load_ranking("out/coreset/seed0/proxy/kcenters.npz").indices  # the order k-centers chose them in
+    assert len(centers) == len(set(centers.tolist())) >= 120 and centers.max() < 400
+    assert Path("out/coreset/coreset.png").is_file()
+    active(
+        "configs/amazon_synthetic_fasttext.yaml",
+        "configs/amazon_synthetic_vdcnn9.yaml",
+        output="out/active",
+        proxy_args={**quick, "trainer.limit_val_batches": 0},
+        target_args=target,
+        methods=["least_confidence", "random"],
+        selectors=["proxy"],
+        schedule=[0.05, 0.05],
+        budgets=[0.15],
+    )
+    rows = pd.read_csv("out/active/results.csv")
+    assert rows.labelled.tolist() == [60, 60] and set(rows.method) == {"least_confidence", "random"}
+    assert Path("out/active/active.png").is_file()
