@@ -5,7 +5,8 @@
 # Checks: the callbacks' overhead in bf16-mixed and 16-mixed; k-centers at ImageNet size (N=1,281,167,
 # d=512, budget 128,117) in float16 and float32 against the read bandwidth measured on the card; one
 # epoch's batches (digits, CIFAR-size, Imagenette-size) on both data paths; a short 16-mixed
-# `lightning-proxy fit` with every callback.
+# `lightning-proxy fit` with every callback; fastText's and VDCNN9's training steps per second against
+# VDCNN29's in bf16-mixed (SVP's text proxies against its target).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
@@ -16,9 +17,11 @@ SUMMARY="$OUT/gpu_check_table.md"
 if [[ "${1:-}" == "--smoke" ]]; then
   DEVICE=cpu; ACCEL=cpu; STEPS=4; REPEATS=1; N=3000; D=64; BUDGET=30; FIT_EPOCHS=1; PRECISION16=bf16-mixed
   POOLS=digits; POOL=2000; EPOCHS=1; BATCH=16; PRECISIONS="bf16-mixed"; DTYPES=float32
+  TEXT="--steps 3 --warmup 1 --repeats 1 --batch-size 8 --char-length 128 --buckets 10000"
 else
   DEVICE=cuda; ACCEL=gpu; STEPS=200; REPEATS=3; N=1281167; D=512; BUDGET=128117; FIT_EPOCHS=3; PRECISION16=16-mixed
   POOLS="digits cifar imagenette"; POOL=50000; EPOCHS=2; BATCH=128; PRECISIONS="bf16-mixed 16-mixed"; DTYPES="float16 float32"
+  TEXT="--steps 50 --warmup 5 --repeats 3"
 fi
 STATUS=0
 printf '| check | result |\n| --- | --- |\n' > "$SUMMARY"
@@ -56,6 +59,8 @@ check "lightning-proxy fit, $PRECISION16, every callback" "ranking files|fit sec
     --trainer.default_root_dir $OUT/fit --trainer.logger.init_args.save_dir $OUT/fit \
     && ls $OUT/fit/digits/version_0/*.npz | wc -l | sed 's/^/ranking files: /' \
     && echo \"fit seconds \$((SECONDS - start))\""
+check "text models' training steps, bf16-mixed" "^\| (vdcnn|fasttext)" \
+  python benchmarks/text_models.py --device "$DEVICE" --precision bf16-mixed $TEXT
 rm -f "$OUT/step.log"
 echo
 cat "$SUMMARY"
