@@ -252,3 +252,14 @@ def test_coreset_and_active_on_synthetic_reviews_end_to_end(tmp_path, monkeypatc
     rows = pd.read_csv("out/active/results.csv")
     assert rows.labelled.tolist() == [60, 60] and set(rows.method) == {"least_confidence", "random"}
     assert Path("out/active/active.png").is_file()
+
+
+def test_mismatched_encodings_and_options_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match="VDCNN reads character ids, and its input has 10,000,001 ids"):
+        build_model("vdcnn9", num_classes=2, in_channels=10_000_001)
+    with pytest.raises(ValueError, match="text pools have one data path"):
+        AmazonReviewsDataModule(root=str(tmp_path), data_path="items")
+    with pytest.raises(ValueError, match="variant is 'polarity' or 'full'"):
+        AmazonReviewsDataModule(root=str(tmp_path), variant="imdb")
+    with pytest.raises(FileNotFoundError, match="amazon_review_full_csv/train.csv does not exist"):
+        _ = AmazonReviewsDataModule(root=str(tmp_path), variant="full").pool_size

@@ -290,6 +290,8 @@ class AmazonReviewsDataModule(PoolDataModule):
             raise ValueError(
                 f"ngrams, buckets and char_length must be at least 1; got {ngrams}, {buckets}, {char_length}"
             )
+        if kwargs.get("data_path", "auto") != "auto":
+            raise ValueError("data.data_path: text pools have one data path (batches of cached token ids): leave it")
         super().__init__(batch_size=batch_size, num_workers=num_workers, flip_p=0.0, **kwargs)
         self.variant, self.encoding, self.ngrams, self.buckets = variant, encoding, ngrams, buckets
         self.char_length, self.lowercase = char_length, lowercase

@@ -127,5 +127,10 @@ def vdcnn(depth: int, num_classes: int, in_channels: int, shortcut: bool = False
     unknown symbol and the padding id 0); the last of its three fully connected layers is the head."""
     if depth not in VDCNN_BLOCKS:
         raise ValueError(f"VDCNN depth must be one of {sorted(VDCNN_BLOCKS)} (Conneau et al.'s), got {depth}")
+    if in_channels > 1024:
+        raise ValueError(
+            f"VDCNN reads character ids, and its input has {in_channels:,} ids (a word encoding?): give it "
+            "--data.encoding chars"
+        )
     backbone = VDCNN(VDCNN_BLOCKS[depth], in_channels, shortcut=shortcut, k=k)
     return Classifier(backbone, nn.Linear(backbone.num_features, num_classes))
