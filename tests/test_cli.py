@@ -15,6 +15,7 @@ from fakedata import write_cifar, write_image_folders
 
 from lightning_proxy.cli import cli, main
 from lightning_proxy.datamodules.imagefolder import IMAGENETTE_CLASSES, IMAGEWOOF_CLASSES
+from lightning_proxy.datamodules.text import write_synthetic_reviews
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 TRAINING_CONFIGS = sorted(
@@ -32,6 +33,8 @@ def fake_root(config: str, tmp_path: Path) -> Path:
         write_image_folders(tmp_path / "imagenette2-160", list(IMAGENETTE_CLASSES), {"train": 1, "val": 1})
     elif config.startswith("imagewoof"):
         write_image_folders(tmp_path / "imagewoof2-160", list(IMAGEWOOF_CLASSES), {"train": 1, "val": 1})
+    elif config.startswith("amazon"):
+        write_synthetic_reviews(tmp_path, "full" if "_full_" in config else "polarity", train_rows=8, test_rows=4)
     elif config.startswith("imagenet"):
         wnids = [f"n{i:08d}" for i in range(1000)]
         write_image_folders(tmp_path, wnids, {"train": 1, "val": 1}, size=(8, 8))

@@ -263,3 +263,13 @@ def test_mismatched_encodings_and_options_are_refused_in_one_line(tmp_path):
         AmazonReviewsDataModule(root=str(tmp_path), variant="imdb")
     with pytest.raises(FileNotFoundError, match="amazon_review_full_csv/train.csv does not exist"):
         _ = AmazonReviewsDataModule(root=str(tmp_path), variant="full").pool_size
+
+
+@pytest.mark.parametrize("name", ["fasttext", "vdcnn9", "vdcnn17", "vdcnn29", "vdcnn49"])
+def test_every_text_model_builds_and_runs_on_token_ids(name):
+    vocabulary = 1001 if name == "fasttext" else 71
+    model = build_model(name, num_classes=5, in_channels=vocabulary).eval()
+    ids = torch.randint(0, vocabulary, (2, 64 if name == "fasttext" else 256))
+    features = model.forward_features(ids)
+    assert model(ids).shape == (2, 5) and features.shape == (2, model.num_features)
+    assert torch.allclose(model.forward_head(features), model(ids))
