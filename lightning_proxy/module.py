@@ -95,6 +95,13 @@ class ClassificationModule(L.LightningModule):
             raise ValueError(f"schedule must be one_cycle, multistep, cosine or constant; got {schedule!r}")
         self.save_hyperparameters()
         self.model = build_model(arch, num_classes=num_classes, in_channels=in_channels, **(arch_kwargs or {}))
+        sparse = any(getattr(m, "sparse", False) for m in self.model.modules() if isinstance(m, torch.nn.EmbeddingBag))
+        if sparse and (optimizer != "sgd" or momentum or weight_decay):
+            raise ValueError(
+                f"{arch} with sparse gradients updates with plain SGD (fastText's updates): give --model.optimizer sgd "
+                f"--model.momentum 0 --model.weight_decay 0, or arch_kwargs sparse false; got {optimizer}, momentum "
+                f"{momentum}, weight decay {weight_decay}"
+            )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

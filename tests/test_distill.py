@@ -215,11 +215,17 @@ def test_distilled_strategy_names_and_options():
     assert (dm.name, dm.family, dm.size, dm.overrides) == ("distilled-dm-ipc10", "distilled", 10.0, {})
     assert gm.name == "distilled-gm-ipc1" and gm.overrides == {"trainer.max_epochs": 50} and gm.epochs == 50
     assert gm.distill == {"method": "gradient_matching", "ipc": 1}
+    (_, named) = strategies_from({"distilled": [{"method": "gradient_matching", "ipc": 1, "name": "gm-short"}]}, 10)
+    assert named.name == "gm-short" and "name" not in named.distill
     for bad in (
         {"method": "kip"},
         {"method": "gradient_matching", "ipcs": 3},
         {"method": "gradient_matching", "ipc": 0},
         0.5,
+        {"method": "gradient_matching", "iterations": -1},
+        {"method": "gradient_matching", "init": "zeros"},
+        {"method": "gradient_matching", "lr": 0},
+        {"method": "gradient_matching", "outer_loop": 1.5},
     ):
         with pytest.raises(ValueError, match="strategy distilled"):
             strategies_from({"distilled": [bad]}, 10)

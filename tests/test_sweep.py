@@ -347,17 +347,20 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
             "hardest": [0.25],
             "epochs": [1],
             "successive_halving": [2],
-            "distilled": [{"method": "distribution_matching", "ipc": 2, "iterations": 3, "epochs": 3}],
+            "distilled": [
+                {"method": "distribution_matching", "ipc": 2, "iterations": 3, "epochs": 3},
+                {"method": "distribution_matching", "ipc": 2, "iterations": 0, "epochs": 3, "name": "real-ipc2"},
+            ],
         },
         "output": "out",
         "study": "t",
         "promote": [{"strategy": "easiest-0.25", "top": 0.5}],
     }
     results = sweep(**settings)
-    assert len(results) == 3 * 7 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
+    assert len(results) == 3 * 8 and set(results.config) == {"default", "model.lr=0.03", "model.optimizer=sgd"}
     assert set(results.strategy) == {
         *("target", "half_classes-0.5", "easiest-0.25", "hardest-0.25", "epochs-1", "successive_halving-2"),
-        "distilled-dm-ipc2",
+        *("distilled-dm-ipc2", "real-ipc2"),
     }
     halving = results[results.strategy == "successive_halving-2"]
     epochs_trained = halving.epoch_accuracies.map(json.loads).map(len)
@@ -366,7 +369,8 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     assert compute.loc["easiest-0.25+top0.5", "kind"] == "hybrid" and Path("out/regret_vs_compute.png").is_file()
     assert results.accuracy.between(0, 1).all() and (results.seconds > 0).all()
     curves = results[~results.pruned].epoch_accuracies.map(json.loads)
-    epochs = results[~results.pruned].strategy.map({"epochs-1": 1, "distilled-dm-ipc2": 3}).fillna(2)
+    three = {"epochs-1": 1, "distilled-dm-ipc2": 3, "real-ipc2": 3}
+    epochs = results[~results.pruned].strategy.map(three).fillna(2)
     assert (curves.map(len) == epochs).all()
     assert np.allclose(results.epoch_accuracies.map(json.loads).map(max), results.accuracy)
     assert results.loc[results.config == "model.lr=0.03", "hyperparameter"].eq("model.lr").all()

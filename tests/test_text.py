@@ -24,6 +24,7 @@ from lightning_proxy.datamodules.text import (
 )
 from lightning_proxy.experiments.runs import train
 from lightning_proxy.models import build_model
+from lightning_proxy.module import ClassificationModule
 from lightning_proxy.selection import load_ranking
 from lightning_proxy.training import Training
 
@@ -257,6 +258,12 @@ def test_coreset_and_active_on_synthetic_reviews_end_to_end(tmp_path, monkeypatc
 def test_mismatched_encodings_and_options_are_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="VDCNN reads character ids, and its input has 10,000,001 ids"):
         build_model("vdcnn9", num_classes=2, in_channels=10_000_001)
+    with pytest.raises(ValueError, match="k-max pooling keeps 8 positions and its three poolings left 4: give it at"):
+        build_model("vdcnn9", num_classes=2, in_channels=71)(torch.randint(0, 71, (2, 32)))
+    with pytest.raises(ValueError, match="sparse gradients updates with plain SGD"):
+        ClassificationModule(arch="fasttext", in_channels=100, arch_kwargs={"sparse": True}, optimizer="adam")
+    with pytest.raises(ValueError, match="text is not distilled or flipped"):
+        AmazonReviewsDataModule(root=str(tmp_path), flip_p=0.5)
     with pytest.raises(ValueError, match="text pools have one data path"):
         AmazonReviewsDataModule(root=str(tmp_path), data_path="items")
     with pytest.raises(ValueError, match="variant is 'polarity' or 'full'"):

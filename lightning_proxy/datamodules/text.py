@@ -7,8 +7,9 @@ of reviews holds no Python string per row: the first use reads the CSV once and 
 it named by the tokenizer settings and the file's size and time, flat arrays with row offsets (memory-mapped
 on every later use):
 
-- ``words``: the FNV-1a hash (32 bit, fastText's dictionary hash) of every word and punctuation mark of the
-  lower-cased title and text, split as fastText's preprocessing of these sets splits them;
+- ``words``: the FNV-1a hash (32 bit, as fastText's dictionary hashes words, though on unsigned bytes) of
+  every word and punctuation mark of the lower-cased title and text, split much as fastText's preprocessing
+  of these sets splits them; words share the hash buckets with the n-grams (fastText keeps a vocabulary);
 - ``chars``: VDCNN's encoding (Conneau et al. 2017): every byte of the lower-cased text as an id of its
   69-symbol alphabet (2..70; 1 for anything else), truncated at ``char_length`` (1,014).
 
@@ -150,7 +151,7 @@ def _build(csv_path: Path, folder: Path, num_classes: int, lowercase: bool, char
         "labels": np.frombuffer(labels, dtype=np.int8).astype(np.int64),
         "words": np.frombuffer(words, dtype=np.uint32),
         "word_offsets": np.frombuffer(word_offsets, dtype=np.int64),
-        "chars": _CHAR_IDS[np.frombuffer(bytes(chars), dtype=np.uint8)],
+        "chars": _CHAR_IDS[np.frombuffer(chars, dtype=np.uint8)],
         "char_offsets": np.frombuffer(char_offsets, dtype=np.int64),
     }
     for name, values in arrays.items():
@@ -268,8 +269,6 @@ class AmazonReviewsDataModule(PoolDataModule):
         lowercase: lower-case the text before tokenising.
     """
 
-    in_channels = len(ALPHABET) + 2
-
     def __init__(
         self,
         variant: Literal["polarity", "full"] = "polarity",
@@ -292,6 +291,8 @@ class AmazonReviewsDataModule(PoolDataModule):
             )
         if kwargs.get("data_path", "auto") != "auto":
             raise ValueError("data.data_path: text pools have one data path (batches of cached token ids): leave it")
+        if kwargs.get("synthetic") is not None or kwargs.pop("flip_p", 0.0):
+            raise ValueError("data.synthetic and data.flip_p are for image pools: text is not distilled or flipped")
         super().__init__(batch_size=batch_size, num_workers=num_workers, flip_p=0.0, **kwargs)
         self.variant, self.encoding, self.ngrams, self.buckets = variant, encoding, ngrams, buckets
         self.char_length, self.lowercase = char_length, lowercase

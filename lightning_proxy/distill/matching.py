@@ -57,8 +57,9 @@ def iteration_seed(seed: int, *parts: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class SiameseAugment:
     """Differentiable siamese augmentation: each call applies one of colour, crop, cutout, scale, rotate (and
-    flip where the dataset flips), chosen and parametrised per image from ``seed``, so a real and a synthetic
-    batch augmented with one seed see the same transformations, and gradients reach the synthetic pixels.
+    flip where the dataset flips), chosen from ``seed`` and parametrised per image from it, as DSA's seeded mode
+    does: a real and a synthetic batch augmented with one seed get the same transformation, with parameters
+    drawn from the same generator state, and gradients reach the synthetic pixels.
 
     Strengths are DSA's (brightness 1.0, saturation 2.0, contrast 0.5, crop 1/8, cutout 1/2, scale 1.2,
     rotation 15 degrees), on normalised images.
@@ -264,7 +265,7 @@ class Distillation:
         return self.augment(x, seed) if self.s.augment else x
 
     def _net(self, seed: int) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             net = self.make_net()
         return net.to(self.device)
@@ -417,6 +418,11 @@ def distill(
     if output.suffix != ".npz":
         raise ValueError(f"--output names the synthetic set's .npz file, got {output}")
     datamodule = training.datamodule()
+    if not isinstance(datamodule.train_pool, InMemoryImages):
+        raise ValueError(
+            f"distillation optimises pixels of a pool held in memory as one tensor; {datamodule.name}'s is a "
+            f"{type(datamodule.train_pool).__name__} (text, or a folder dataset not decoded): it cannot be distilled"
+        )
     if datamodule.synthetic is not None or datamodule.subset != SubsetSpec():
         raise ValueError(
             f"distillation makes a set from the whole pool of {training.config}: drop data.synthetic and "

@@ -22,6 +22,7 @@ import yaml
 FAMILIES = ("random", "half_classes", "other_half_classes", "easiest", "hardest", "epochs", "distilled")
 # what a distilled strategy may set: lightning_proxy.distill.matching.distill's options, and its training's epochs
 DISTILL_OPTIONS = (
+    "name",
     "method",
     "ipc",
     "iterations",
@@ -77,7 +78,7 @@ def strategies_from(spec: dict[str, list[Any]] | None, num_classes: int, seed: i
     itself with Optuna's pruner of that name, one per reduction factor (or ``{reduction_factor, min_resource}``
     in epochs). ``distilled`` takes ``{method, ipc, ...}``: a synthetic set made once by
     :func:`~lightning_proxy.distill.matching.distill` with those options (``epochs``: the training's epochs on
-    it). The target comes first.
+    it; ``name``: the strategy's name, where two differ in other options). The target comes first.
     """
     out = [Strategy("target", "target")]
     for family, sizes in (spec or {}).items():
@@ -136,10 +137,17 @@ def _distilled(spec: Any) -> Strategy:
             f"{list(DISTILL_OPTIONS)}; got {spec!r}"
         )
     ipc, epochs = spec.get("ipc", 10), spec.get("epochs")
-    if not isinstance(ipc, int) or ipc < 1 or (epochs is not None and (not isinstance(epochs, int) or epochs < 1)):
-        raise ValueError(f"strategy distilled: ipc and epochs are whole numbers >= 1, got {spec!r}")
-    options = {k: v for k, v in spec.items() if k != "epochs"} | {"ipc": ipc}
-    name = f"distilled-{DISTILL_SHORT[spec['method']]}-ipc{ipc}"
+    whole = {"ipc": 1, "epochs": 1, "outer_loop": 1, "inner_loop": 1, "batch_real": 1, "iterations": 0}
+    for key, least in whole.items():
+        value = ipc if key == "ipc" else spec.get(key)
+        if value is not None and (not isinstance(value, int) or value < least):
+            raise ValueError(f"strategy distilled: {key} is a whole number >= {least}, got {spec!r}")
+    if spec.get("init", "real") not in ("real", "noise") or any(
+        not isinstance(spec.get(k, 1.0), int | float) or spec.get(k, 1.0) <= 0 for k in ("lr", "net_lr")
+    ):
+        raise ValueError(f"strategy distilled: init is real or noise, lr and net_lr positive numbers; got {spec!r}")
+    options = {k: v for k, v in spec.items() if k not in ("epochs", "name")} | {"ipc": ipc}
+    name = spec.get("name") or f"distilled-{DISTILL_SHORT[spec['method']]}-ipc{ipc}"
     overrides = {"trainer.max_epochs": epochs} if epochs else {}
     return Strategy(name, "distilled", float(ipc), epochs, overrides, distill=options)
 

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import importlib
 import json
+import math
 import re
 import time
 import warnings
@@ -214,8 +215,10 @@ def _trained(trial: Any, config: str, run_config: Callable[..., dict[str, Any]],
             trial.set_user_attr(key, result[key])
     if result.get("pruned"):
         how, value = f"pruned after {len(result['epoch_val_acc'])} epochs", result["best_val_acc"]
-    elif "matching_loss" in result:  # a synthetic set made
+    elif "matching_loss" in result:  # a synthetic set made; its value a finite number, or Optuna fails the trial
         how, value = "matching loss", result["matching_loss"]
+        if not math.isfinite(value):
+            how, value = "real images, no matching (iterations 0)", 0.0
     else:
         how, value = "best val acc", result["best_val_acc"]
     name = f"{trial.study.study_name} trial {trial.number} {config}"
@@ -487,6 +490,7 @@ def sweep(
                 out=out,
                 seed=seed,
                 made_by=maker,
+                share_over=n_trials if sampler is not None else len(configs),
             )
             name = study_name(study, dataset.name, strategy.name)
             pruner = strategy.make_pruner(_max_epochs(dataset)) if strategy.pruner else None
@@ -544,11 +548,14 @@ def _run_config(
     out: Path,
     seed: int,
     made_by: Any = None,
+    share_over: int = 1,
     trial: Any = None,
 ) -> dict[str, Any]:
     """Train configuration ``name`` of ``strategy`` in its own folder (a finished one is read back, not retrained).
 
-    ``made_by`` is the study that made the file it trains on (the loss ranking, the synthetic set). Under a
+    ``made_by`` is the study that made the file it trains on (the loss ranking, the synthetic set), whose
+    making time a distilled run carries ``1 / share_over`` of (the grid's configurations, or a sampler's
+    trials). Under a
     pruner the fit reports every epoch to ``trial`` and stops when pruned (``pruned`` in the result).
     """
     changes = overrides if overrides is not None else configs[name]
@@ -557,7 +564,7 @@ def _run_config(
     data, share = {}, 0.0
     if made_by is not None and strategy.distill is not None:
         path, seconds = shared_synthetic(made_by)
-        data, share = {"data.synthetic": path}, seconds / len(configs)
+        data, share = {"data.synthetic": path}, seconds / share_over
     elif made_by is not None:
         data = {"data.subset.ranking": shared_ranking(made_by)}
     run = dataset.training({**base, **data, **changes, **one_process})

@@ -79,6 +79,11 @@ class KMaxPool(nn.Module):
         self.k = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < self.k:
+            raise ValueError(
+                f"VDCNN's k-max pooling keeps {self.k} positions and its three poolings left {x.shape[-1]}: give "
+                f"it at least {8 * self.k - 7} characters (--data.char_length)"
+            )
         index = x.topk(self.k, dim=-1).indices.sort(dim=-1).values
         return x.gather(-1, index)
 
