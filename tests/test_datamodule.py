@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from ddp_checks import assert_every_example_once_per_epoch
 
 from lightning_proxy.datamodules import DigitsDataModule, SubsetSpec
 from lightning_proxy.selection import Ranking, pool_fingerprint, save_ranking
@@ -78,16 +79,7 @@ def test_ddp_two_processes_see_every_subset_example_once_per_epoch(ddp_fits, dat
     subset = np.load(out / "subset.npy")
     targets = np.load(out / "targets.npy")
     assert len(set(targets[subset].tolist())) == 7
-    padding = (-len(subset)) % 2
-    orders = []
-    for epoch in range(2):
-        ranks = [np.load(out / f"rank{r}_epoch{epoch}.npy") for r in range(2)]
-        assert len(ranks[0]) == len(ranks[1]) == (len(subset) + padding) // 2
-        seen = np.concatenate(ranks)
-        assert set(seen.tolist()) == set(subset.tolist())  # every example of the subset, none outside it
-        assert len(seen) - len(np.unique(seen)) == padding  # repeats only from the sampler's padding
-        orders.append(ranks[0])
-    assert not np.array_equal(orders[0], orders[1])  # reshuffled each epoch
+    assert_every_example_once_per_epoch(out, subset)
 
 
 def test_other_half_of_the_classes_on_digits():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ddp_checks import assert_every_example_once_per_epoch
 
 from lightning_proxy.datamodules import AmazonReviewsDataModule
 from lightning_proxy.datamodules.text import (
@@ -198,15 +199,7 @@ def test_ddp_two_processes_see_every_text_example_of_the_subset_once_per_epoch(d
     out = ddp_fits / "text"
     subset = np.load(out / "subset.npy")
     assert len(subset) == round(0.5 * 301)
-    padding = (-len(subset)) % 2
-    orders = []
-    for epoch in range(2):
-        ranks = [np.load(out / f"rank{r}_epoch{epoch}.npy") for r in range(2)]
-        assert len(ranks[0]) == len(ranks[1]) == (len(subset) + padding) // 2
-        seen = np.concatenate(ranks)
-        assert set(seen.tolist()) == set(subset.tolist()) and len(seen) - len(np.unique(seen)) == padding
-        orders.append(ranks[0])
-    assert not np.array_equal(orders[0], orders[1])
+    assert_every_example_once_per_epoch(out, subset)
     forgetting = load_ranking(out / "forgetting.npz")
     assert forgetting.metadata["num_examples"] == 301 and set(subset.tolist()) <= set(forgetting.indices.tolist())
 

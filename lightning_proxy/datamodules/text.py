@@ -158,12 +158,16 @@ def _build(csv_path: Path, folder: Path, num_classes: int, lowercase: bool, char
         np.save(folder / f"{name}.npy", values)
 
 
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """Each element's position in its row, for rows of ``lengths`` laid back to back."""
+    return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 def _ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The concatenated slices ``values[offsets[r]:offsets[r + 1]]`` of ``rows``, and each slice's length."""
-    starts, ends = offsets[rows], offsets[rows + 1]
-    lengths = ends - starts
-    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return values[np.repeat(starts, lengths) + within], lengths
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    return values[np.repeat(starts, lengths) + _within(lengths)], lengths
 
 
 def _pad(flat: np.ndarray, lengths: np.ndarray, width: int | None = None) -> torch.Tensor:
@@ -191,7 +195,7 @@ def ngram_ids(hashes: np.ndarray, lengths: np.ndarray, ngrams: int, buckets: int
     ``hashes`` (uint64) are the rows' word hashes back to back, ``lengths`` the rows' word counts.
     """
     row_of = np.repeat(np.arange(len(lengths)), lengths)
-    within = np.arange(len(hashes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    within = _within(lengths)
     pieces, rows = [hashes % buckets + 1], [row_of]
     h = hashes.copy()  # h[i]: the hash of the n-gram that starts at word i, for the n so far
     for n in range(2, ngrams + 1):
@@ -245,7 +249,7 @@ class Reviews:
     """One split as a pool: ``targets``, ``classes`` and ``(ids, label)`` items (the per-item contract)."""
 
     def __init__(self, cache: TokenCache, encode: Callable[[np.ndarray], torch.Tensor], classes: list[str]) -> None:
-        self.cache, self.encode, self.classes = cache, encode, classes
+        self.encode, self.classes = encode, classes
         self.targets = np.array(cache.labels)  # a copy: 8 bytes a row, writable
         self.transform = None
 

@@ -328,7 +328,10 @@ def synthetic_set(
     return {"synthetic": str(path), "sha256": _sha256(path), "seconds": made["seconds"], "matching_loss": loss}
 
 
-def _shared_file(study: Any, key: str, what: str) -> dict[str, Any] | None:
+MADE_FILES = {"ranking": "loss ranking", "synthetic": "synthetic set"}  # what a maker study records, by key
+
+
+def _shared_file(study: Any) -> dict[str, Any] | None:
     """What a maker study (a loss ranking, a synthetic set) recorded of the file it made (None: not made yet).
 
     A worker whose file at that path is missing or differs refuses: one study must not mix trials made on
@@ -337,7 +340,8 @@ def _shared_file(study: Any, key: str, what: str) -> dict[str, Any] | None:
     made = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not made:
         return None
-    path, digest = made[0].user_attrs[key], made[0].user_attrs["sha256"]
+    key = next(k for k in MADE_FILES if k in made[0].user_attrs)
+    path, digest, what = made[0].user_attrs[key], made[0].user_attrs["sha256"], MADE_FILES[key]
     found = Path(path).is_file() and _sha256(Path(path)) == digest
     if not found:
         problem = "has another file there" if Path(path).is_file() else "does not have it"
@@ -351,24 +355,14 @@ def _shared_file(study: Any, key: str, what: str) -> dict[str, Any] | None:
 
 def shared_ranking(study: Any) -> str | None:
     """The loss ranking a dataset's proxies train on, as the ranking study recorded it (None: not made yet)."""
-    made = _shared_file(study, "ranking", "loss ranking")
+    made = _shared_file(study)
     return None if made is None else made["ranking"]
 
 
 def shared_synthetic(study: Any) -> tuple[str, float] | None:
     """A distilled strategy's synthetic set and its making time, as its study recorded them (None: not made yet)."""
-    made = _shared_file(study, "synthetic", "synthetic set")
+    made = _shared_file(study)
     return None if made is None else (made["synthetic"], float(made["seconds"]))
-
-
-def _is_made(study: Any) -> bool:
-    """Whether a maker study's file is made, and here as it recorded it."""
-    made = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not made:
-        return False
-    if "ranking" in made[0].user_attrs:
-        return shared_ranking(study) is not None
-    return shared_synthetic(study) is not None
 
 
 @dataclass
@@ -388,7 +382,7 @@ def run_plans(plans: list[Plan], poll: float) -> None:
     while True:
         pending = False
         for plan in plans:
-            if plan.waits_for is not None and not _is_made(plan.waits_for):
+            if plan.waits_for is not None and _shared_file(plan.waits_for) is None:
                 pending = True  # its ranking or synthetic set is made (here or elsewhere) first
                 continue
             if not plan.said:
