@@ -27,8 +27,8 @@ from busy import busy
 from torchvision.io import encode_jpeg
 
 from lightning_proxy.datamodules import CIFAR10DataModule, DigitsDataModule, ImagenetteDataModule
-from lightning_proxy.datamodules.base import InMemoryImages
 from lightning_proxy.datamodules.imagefolder import IMAGENETTE_CLASSES
+from lightning_proxy.datamodules.images import InMemoryImages
 from lightning_proxy.threads import apply_thread_policy
 
 POOLS = ["digits", "cifar", "imagenette"]

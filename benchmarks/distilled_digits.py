@@ -19,8 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from lightning_proxy.datamodules.synthetic import load_synthetic
 from lightning_proxy.distill.matching import distill
-from lightning_proxy.distill.synthetic import load_synthetic
 from lightning_proxy.experiments.runs import train
 from lightning_proxy.files import write_text
 from lightning_proxy.threads import apply_thread_policy

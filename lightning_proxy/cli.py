@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lightning_proxy.errors import USER_ERRORS, fail, known_training_options, user_message, wants_traceback
+from lightning_proxy.errors import USER_ERRORS, fail, user_message, wants_traceback
 
 TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -139,8 +139,15 @@ def main(args: Sequence[str] | None = None) -> None:
             raise
         command = argv[0] if argv and argv[0] in (*COMMANDS, *TRAINING_COMMANDS) else None
         prog = f"lightning-proxy {command}" if command else "lightning-proxy"
-        known = known_training_options if command in TRAINING_COMMANDS else None
+        known = _known_training_options if command in TRAINING_COMMANDS else None
         fail(prog, user_message(error, known, argv[1:]), code=2 if isinstance(error, argparse.ArgumentError) else 1)
+
+
+def _known_training_options() -> list[str]:
+    """The fit command's option names, for a suggestion in an error message (imports Lightning)."""
+    from lightning_proxy.training import known_training_options
+
+    return known_training_options()
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:

@@ -113,22 +113,7 @@ def explain(error: Exception) -> tuple[str, str]:
 
 
 def suggestion(key: str, known: list[str], prefix: str = "") -> str:
-    """``; did you mean trainer.max_epochs?`` for a key that is a typo of a known one."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    """``; did you mean trainer.max_epochs?`` for a key that is a typo of a known one (a key known to another
+    datamodule, such as an image option given to a text pool, is no typo)."""
+    close = difflib.get_close_matches(key, [k for k in known if k != key], n=1, cutoff=0.8)
     return f"; did you mean {prefix}{close[0]}?" if close else ""
-
-
-def known_training_options() -> list[str]:
-    """The option names of ``lightning-proxy fit`` (imports Lightning: only for an error message)."""
-    import inspect
-    from dataclasses import fields
-
-    from lightning_proxy import datamodules
-    from lightning_proxy.selection.subset import SubsetSpec
-    from lightning_proxy.training import training_parser
-
-    keys = [key.replace(".init_args.", ".") for key in training_parser().get_defaults().keys()]  # noqa: SIM118 (a Namespace iterates items)
-    data_classes = [c for c in vars(datamodules).values() if isinstance(c, type) and c.__name__.endswith("DataModule")]
-    arguments = {name for c in data_classes for name in inspect.signature(c.__init__).parameters} - {"self"}
-    keys += [f"data.{name}" for name in sorted(arguments)]
-    return keys + [f"data.subset.{f.name}" for f in fields(SubsetSpec)]

@@ -11,9 +11,10 @@ overrides came from. Its datamodule can be built alone, to read a pool size or a
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from jsonargparse import ActionConfigFile, ArgumentError, Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_proxy.datamodules.base import PoolDataModule
+from lightning_proxy.datamodules.pool import PoolDataModule
 from lightning_proxy.errors import explain, suggestion
 from lightning_proxy.module import ClassificationModule
+from lightning_proxy.selection.subset import SubsetSpec
 
 
 def link_data_to_model(parser: LightningArgumentParser) -> None:
@@ -173,3 +175,14 @@ class Training:
     def dump(self) -> str:
         """The resolved configuration as YAML (written beside an experiment's run as ``config.yaml``)."""
         return training_parser().dump(self.resolved, skip_link_targets=False, skip_none=False)
+
+
+def known_training_options() -> list[str]:
+    """The option names of ``lightning-proxy fit``, every datamodule's included: for a suggestion in an error."""
+    from lightning_proxy import datamodules  # every datamodule, not only the base the parser knows
+
+    keys = [key.replace(".init_args.", ".") for key in training_parser().get_defaults().keys()]  # noqa: SIM118 (a Namespace iterates items)
+    data_classes = [c for c in vars(datamodules).values() if isinstance(c, type) and c.__name__.endswith("DataModule")]
+    arguments = {name for c in data_classes for name in inspect.signature(c.__init__).parameters} - {"self"}
+    keys += [f"data.{name}" for name in sorted(arguments)]
+    return keys + [f"data.subset.{f.name}" for f in fields(SubsetSpec)]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from ddp_checks import assert_every_example_once_per_epoch
 
+from lightning_proxy.cli import main
 from lightning_proxy.datamodules import AmazonReviewsDataModule
 from lightning_proxy.datamodules.text import (
     ALPHABET,
@@ -255,14 +256,21 @@ def test_mismatched_encodings_and_options_are_refused_in_one_line(tmp_path):
         build_model("vdcnn9", num_classes=2, in_channels=71)(torch.randint(0, 71, (2, 32)))
     with pytest.raises(ValueError, match="sparse gradients updates with plain SGD"):
         ClassificationModule(arch="fasttext", in_channels=100, arch_kwargs={"sparse": True}, optimizer="adam")
-    with pytest.raises(ValueError, match="text is not distilled or flipped"):
-        AmazonReviewsDataModule(root=str(tmp_path), flip_p=0.5)
-    with pytest.raises(ValueError, match="text pools have one data path"):
-        AmazonReviewsDataModule(root=str(tmp_path), data_path="items")
+    for image_option in ("flip_p", "data_path", "synthetic"):  # options of the image layer, not of every pool
+        with pytest.raises(TypeError, match=image_option):
+            AmazonReviewsDataModule(root=str(tmp_path), **{image_option: "x"})
     with pytest.raises(ValueError, match="variant is 'polarity' or 'full'"):
         AmazonReviewsDataModule(root=str(tmp_path), variant="imdb")
     with pytest.raises(FileNotFoundError, match="amazon_review_full_csv/train.csv does not exist"):
         _ = AmazonReviewsDataModule(root=str(tmp_path), variant="full").pool_size
+
+
+@pytest.mark.parametrize("option", ["--data.flip_p", "--data.data_path"])
+def test_an_image_option_given_to_a_text_pool_is_one_line(option, capsys):
+    config = str(Path(__file__).parents[1] / "configs" / "amazon_full_fasttext.yaml")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", config, option, "0.5"])
+    assert capsys.readouterr().err.strip().splitlines() == [f"lightning-proxy fit: error: {option} is not an option"]
 
 
 @pytest.mark.parametrize("name", ["fasttext", "vdcnn9", "vdcnn17", "vdcnn29", "vdcnn49"])

@@ -1,6 +1,8 @@
-"""Datamodules: a full training pool with indexed items, subset rules and loaders, per dataset."""
+"""Datamodules: a full training pool with indexed items, subset rules and an epoch's batches, per dataset.
 
-from lightning_proxy.datamodules.base import IndexedDataset, PoolDataModule
+:mod:`~lightning_proxy.datamodules.pool` is the base of any pool; images and text are thin layers on it.
+"""
+
 from lightning_proxy.datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_proxy.datamodules.digits import DigitsDataModule
 from lightning_proxy.datamodules.imagefolder import (
@@ -8,6 +10,8 @@ from lightning_proxy.datamodules.imagefolder import (
     ImagenetteDataModule,
     ImagewoofDataModule,
 )
+from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImages
+from lightning_proxy.datamodules.pool import IndexedDataset, PoolDataModule, PoolDataset
 from lightning_proxy.datamodules.text import AmazonReviewsDataModule
 from lightning_proxy.selection.subset import SubsetSpec
 
@@ -17,9 +21,12 @@ __all__ = [
     "CIFAR100DataModule",
     "DigitsDataModule",
     "ImageNetDataModule",
+    "ImagePoolDataModule",
     "ImagenetteDataModule",
     "ImagewoofDataModule",
+    "InMemoryImages",
     "IndexedDataset",
     "PoolDataModule",
+    "PoolDataset",
     "SubsetSpec",
 ]

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
+from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImages
 from lightning_proxy.datamodules.tensor_batches import BatchAugment
 
 
@@ -124,7 +124,7 @@ class CIFARDataset(InMemoryImages):
         super().__init__(images, np.concatenate(labels), classes, transform)
 
 
-class _CIFARDataModule(PoolDataModule):
+class _CIFARDataModule(ImagePoolDataModule):
     """CIFAR with the augmentation of He et al. and SVP: 4-pixel padded random crop and horizontal flip.
 
     ``train`` is the 50,000 training images; ``val`` is the 10,000 test images (SVP evaluates on them).

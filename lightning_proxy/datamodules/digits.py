@@ -10,7 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
+from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImages
 from lightning_proxy.datamodules.tensor_batches import BatchAugment
 
 
@@ -30,7 +30,7 @@ class DigitsDataset(InMemoryImages):
         super().__init__(torch.from_numpy(images[idx]).unsqueeze(1), digits.target[idx], classes, transform)
 
 
-class DigitsDataModule(PoolDataModule):
+class DigitsDataModule(ImagePoolDataModule):
     """Digits: 1,437 training and 360 validation images (a fixed stratified split), 10 classes, 1x8x8.
 
     Augmentation is a one-pixel random shift; flips are off by default (a flipped digit is another glyph).

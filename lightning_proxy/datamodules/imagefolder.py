@@ -13,9 +13,9 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
 from lightning_proxy.datamodules.decoded import cache_path, decoded_images
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
+from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImages
 from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -113,7 +113,7 @@ class ImageFolderDataset(Dataset):
         return (self.transform(image) if self.transform else image), int(self.targets[i])
 
 
-class _ImageFolderDataModule(PoolDataModule):
+class _ImageFolderDataModule(ImagePoolDataModule):
     """Shared folder reading, class checks, the random-resized-crop recipe and the decoded cache.
 
     Training: ``RandomResizedCrop(image_size, scale=crop_scale)`` and a flip; evaluation: resize the short

@@ -29,15 +29,15 @@ import re
 import shutil
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from lightning_proxy.datamodules.base import PoolDataModule
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
+from lightning_proxy.datamodules.pool import PoolDataModule
 from lightning_proxy.datamodules.tensor_batches import ShardedBatches, ShardedShuffle
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "  # VDCNN's 69 symbols
@@ -251,7 +251,6 @@ class Reviews:
     def __init__(self, cache: TokenCache, encode: Callable[[np.ndarray], torch.Tensor], classes: list[str]) -> None:
         self.encode, self.classes = encode, classes
         self.targets = np.array(cache.labels)  # a copy: 8 bytes a row, writable
-        self.transform = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -293,11 +292,7 @@ class AmazonReviewsDataModule(PoolDataModule):
             raise ValueError(
                 f"ngrams, buckets and char_length must be at least 1; got {ngrams}, {buckets}, {char_length}"
             )
-        if kwargs.get("data_path", "auto") != "auto":
-            raise ValueError("data.data_path: text pools have one data path (batches of cached token ids): leave it")
-        if kwargs.get("synthetic") is not None or kwargs.pop("flip_p", 0.0):
-            raise ValueError("data.synthetic and data.flip_p are for image pools: text is not distilled or flipped")
-        super().__init__(batch_size=batch_size, num_workers=num_workers, flip_p=0.0, **kwargs)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.variant, self.encoding, self.ngrams, self.buckets = variant, encoding, ngrams, buckets
         self.char_length, self.lowercase = char_length, lowercase
         folder, self.num_base_classes, self.url = RELEASES[variant]
@@ -325,47 +320,17 @@ class AmazonReviewsDataModule(PoolDataModule):
             return WordNgrams(cache, self.ngrams, self.buckets)
         return Characters(cache, self.char_length)
 
-    def build_pool(self, split: str, transform: Callable | None) -> Reviews:
+    def build_pool(self, split: str) -> Reviews:
         cache = self._cache(split)
         return Reviews(cache, self.encoder(cache), [str(c) for c in range(1, self.num_base_classes + 1)])
 
-    def train_transform(self) -> None:  # text has no image transforms
-        return None
-
-    def eval_transform(self) -> None:
-        return None
-
-    @property
-    def score_pool(self) -> Reviews:
-        return self.train_pool
-
-    def _batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool) -> TextBatches:
-        pool = self.train_pool if split == "train" else self._val_set
-        targets = torch.as_tensor(pool.targets, dtype=torch.int64)
-        if (mapping := self.label_map()) is not None:
-            targets = torch.as_tensor(mapping)[targets]
-        rank, world_size = self._rank_and_world() if train else (0, 1)
-        return TextBatches(pool.encode, targets, indices, batch_size, shuffle=train, rank=rank, world_size=world_size)
-
-    def train_dataloader(self) -> TextBatches:
-        self.setup("fit")
-        return self._batches("train", self.train_indices, self.batch_size, train=True)
-
-    def val_dataloader(self) -> TextBatches:
-        self.setup("validate")
-        batches = self._batches("val", self._val_indices(), self.eval_batch_size, train=False)
-        return batches.shard(*self._rank_and_world())
-
-    def scoring_dataloader(
-        self, indices: Sequence[int] | np.ndarray | None = None, augment: bool = False
+    def batches(
+        self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False
     ) -> TextBatches:
-        """The pool (or ``indices`` of it) in order, not split over ranks; text has no augmentation."""
-        self.setup("predict")
-        chosen = np.arange(self.pool_size) if indices is None else np.asarray(indices, dtype=np.int64)
-        return self._batches("train", chosen, self.eval_batch_size, train=False)
-
-    def predict_dataloader(self) -> TextBatches:
-        return self.scoring_dataloader().shard(*self._rank_and_world())
+        """Rows of the cached tokens, encoded a batch at a time; text has no augmentation."""
+        rank, world_size = self._rank_and_world() if train else (0, 1)
+        encode, targets = self.split_pool(split).encode, self.model_targets(split)
+        return TextBatches(encode, targets, indices, batch_size, shuffle=train, rank=rank, world_size=world_size)
 
 
 def write_synthetic_reviews(

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lightning_proxy.datamodules.base import InMemoryImages, PoolDataModule
-from lightning_proxy.distill.synthetic import SyntheticSet, load_synthetic, save_synthetic
+from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImages
+from lightning_proxy.datamodules.synthetic import SyntheticSet, load_synthetic, save_synthetic
 from lightning_proxy.files import write_atomically
 from lightning_proxy.selection.ranking import pool_fingerprint
 from lightning_proxy.selection.subset import SubsetSpec
@@ -173,7 +173,7 @@ def gradient_matching_loss(
 class _RealPool:
     """The pool's images by class, normalised batches on the device on demand."""
 
-    def __init__(self, datamodule: PoolDataModule, device: torch.device) -> None:
+    def __init__(self, datamodule: ImagePoolDataModule, device: torch.device) -> None:
         pool = datamodule.train_pool
         if not isinstance(pool, InMemoryImages):
             raise ValueError(

@@ -319,8 +319,8 @@ def synthetic_set(
 ) -> dict[str, Any]:
     """A distilled strategy's synthetic set, made from the default configuration's training (its pool and
     architecture): its path, sha256, making time and final matching loss in the result."""
+    from lightning_proxy.datamodules.synthetic import load_synthetic
     from lightning_proxy.distill.matching import distill
-    from lightning_proxy.distill.synthetic import load_synthetic
 
     path = distill(dataset.training(), folder / "synthetic.npz", seed=seed, progress=False, **strategy.distill)
     made = load_synthetic(path).metadata
