@@ -106,7 +106,8 @@ def test_uncertainty_picks_the_most_uncertain_among_the_unlabelled(tmp_path, met
         max_epochs=1, callbacks=[scorer], logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
     trainer.fit(Identity(), FixedLogits(logits))
-    chosen = next_batch(method, tmp_path, POOL, LABELLED, 6, seed=0)
+    assert set(scorer.written) == {method}  # what the run hands on, not a path rebuilt by name
+    chosen = next_batch(method, scorer.written, POOL, LABELLED, 6, seed=0)
 
     p = softmax(logits.double().numpy(), axis=1)
     # least confidence: 1 - max p; SVP's entropy: -sum p log p of the predicted distribution
@@ -133,7 +134,7 @@ def test_k_centers_works_on_pool_positions_and_returns_dataset_indices(tmp_path)
     embeddings = np.full((N, 6), np.nan, dtype=np.float32)  # rows outside the pool were never scored
     embeddings[POOL] = rng.normal(size=(len(POOL), 6)) * rng.uniform(0.5, 3, size=(len(POOL), 1))
     np.save(tmp_path / "embeddings.npy", embeddings)
-    chosen = next_batch("kcenters", tmp_path, POOL, LABELLED, 8, seed=0)
+    chosen = next_batch("kcenters", {"embeddings": tmp_path / "embeddings.npy"}, POOL, LABELLED, 8, seed=0)
 
     start = [int(np.flatnonzero(i == POOL)[0]) for i in LABELLED]
     expected = POOL[brute_force_farthest_first(embeddings[POOL].astype(np.float64), start, 8)]
@@ -142,11 +143,11 @@ def test_k_centers_works_on_pool_positions_and_returns_dataset_indices(tmp_path)
 
 
 def test_random_batch_is_new_and_inside_the_pool():
-    chosen = next_batch("random", None, POOL, LABELLED, 20, seed=5)
+    chosen = next_batch("random", {}, POOL, LABELLED, 20, seed=5)
     assert len(set(chosen)) == 20 and set(chosen) <= set(POOL) - set(LABELLED)
-    assert chosen.tolist() == next_batch("random", None, POOL, LABELLED, 20, seed=5).tolist()
+    assert chosen.tolist() == next_batch("random", {}, POOL, LABELLED, 20, seed=5).tolist()
     with pytest.raises(ValueError, match="only 36 pool examples are unlabelled"):
-        next_batch("random", None, POOL, LABELLED, 37, seed=5)
+        next_batch("random", {}, POOL, LABELLED, 37, seed=5)
 
 
 # --- the experiment ----------------------------------------------------------------------------------------

@@ -179,9 +179,9 @@ def test_kcenters_start_keeps_its_random_points_then_adds_the_farthest(tmp_path)
     # points on a line; SVP's start: random points (here 2, drawn with the seed: indices 3 and 4, at 3 and 10)
     x = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 20.0, 30.0], dtype=np.float32)
     np.save(tmp_path / "embeddings.npy", x[:, None])
-    save_ranking(tmp_path / "entropy.npz", ranking(np.arange(8.0), dataset="line"))
+    reference = ranking(np.arange(8.0), dataset="line")
     assert np.random.default_rng(1).choice(8, 2, replace=False).tolist() == [3, 4]
-    path = coreset_module.k_centers_ranking(tmp_path, 5 / 8, seed=1, start=2)
+    path = coreset_module.k_centers_ranking(tmp_path / "embeddings.npy", reference, 5 / 8, seed=1, start=2)
     # nearest-center distances from {3, 10}: 30 is farthest (20), then 20 (10), then 0 (3)
     kcenters = load_ranking(path)
     assert kcenters.indices.tolist() == [3, 4, 7, 6, 0]

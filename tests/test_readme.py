@@ -1,4 +1,5 @@
 """Every command in the README's code blocks, as written, in a fresh folder; then the paths the README names.
+The commands of docs/results.md that the README does not run, the same way.
 
 A command that trains gets small overrides appended (one epoch, fewer methods or strategies), nothing else:
 an edit of the README that breaks a command or renames an output fails here.
@@ -15,6 +16,7 @@ from lightning_proxy.cli import check_training_args, main
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
+RESULTS = ROOT / "docs" / "results.md"
 
 TINY = "model.arch: preact_resnet8, trainer.max_epochs: 1"
 # appended to a command by its first words: enough to run it quickly, never changing what it writes where
@@ -54,6 +56,9 @@ OVERRIDES = {
 }
 PARSE_ONLY = ("imagenet",)  # needs the data set and 4+ GPUs: its config is resolved and printed, not trained
 NOT_RUN_HERE = ("pip ", "pytest")  # .ci/run installs and tests exactly so
+# minutes to hours each (a benchmark; .ci/run installs and runs the suite): the script must exist and define
+# every option the line gives it
+CHECKED_ONLY = ("python benchmarks/", ".ci/run")
 
 
 def code_blocks(text: str) -> list[tuple[int, str, str]]:
@@ -97,6 +102,44 @@ def run_shell(line: str, capsys) -> None:
     main(args)
 
 
+def check_script(line: str) -> None:
+    words = shlex.split(line)
+    script = ROOT / (words[1] if words[0] in ("python", "bash") else words[0])
+    assert script.is_file(), f"{script.relative_to(ROOT)} does not exist"
+    source = script.read_text()
+    options = [word.split("=")[0] for word in words[1:] if word.startswith("--")]
+    unknown = [option for option in options if f'"{option}"' not in source]
+    assert not unknown, f"{script.relative_to(ROOT)} defines no {unknown}"
+
+
+def run_blocks(text: str, name: str, capsys, skip=frozenset(), languages=("bash", "python")) -> int:
+    """Runs the document's code blocks in order (bash lines in ``skip`` left out); how many ran or were checked."""
+    ran = 0
+    for line_number, language, code in code_blocks(text):
+        where = f"{name} line {line_number}"
+        if language not in languages:
+            continue
+        if language == "bash":
+            for line in shell_lines(code):
+                if line.startswith(NOT_RUN_HERE) or line in skip:
+                    continue
+                try:
+                    if line.startswith(CHECKED_ONLY):
+                        check_script(line)
+                    else:
+                        run_shell(line, capsys)
+                except BaseException as error:
+                    raise AssertionError(f"{where}: {line}\nfailed with {error!r}") from error
+                ran += 1
+        elif language == "python":
+            try:
+                exec(compile(code, where, "exec"), {"__name__": "readme"})
+            except BaseException as error:
+                raise AssertionError(f"{where}: the Python example failed with {error!r}") from error
+            ran += 1
+    return ran
+
+
 def named_paths(text: str) -> list[str]:
     """Glob patterns of what the README says the commands write: every backticked ``runs/...`` path and the
     files listed under each "It writes into `runs/X/`:"."""
@@ -122,28 +165,21 @@ def test_every_readme_command_runs_as_written_and_writes_what_it_names(tmp_path,
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
     text = README.read_text()
-    ran = 0
-    for line_number, language, code in code_blocks(text):
-        where = f"README.md line {line_number}"
-        if language == "bash":
-            for line in shell_lines(code):
-                if line.startswith(NOT_RUN_HERE):
-                    continue
-                try:
-                    run_shell(line, capsys)
-                except BaseException as error:
-                    raise AssertionError(f"{where}: {line}\nfailed with {error!r}") from error
-                ran += 1
-        elif language == "python":
-            try:
-                exec(compile(code, where, "exec"), {"__name__": "readme"})
-            except BaseException as error:
-                raise AssertionError(f"{where}: the Python example failed with {error!r}") from error
-            ran += 1
+    ran = run_blocks(text, "README.md", capsys)
     assert ran >= 15, f"only {ran} README commands found: has the README's layout changed?"
 
     missing = [p for p in named_paths(text) if not glob.glob(p, recursive=True)]
     assert not missing, f"the README names paths its commands did not write: {missing}"
+
+
+def test_every_results_command_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The bash blocks of docs/results.md, with the README's overrides, except the lines the README runs."""
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    blocks = code_blocks(README.read_text())
+    in_readme = {line for _, language, code in blocks if language == "bash" for line in shell_lines(code)}
+    ran = run_blocks(RESULTS.read_text(), "docs/results.md", capsys, skip=in_readme, languages=("bash",))
+    assert ran >= 1, "no command of docs/results.md found beyond the README's: has its layout changed?"
 
 
 def test_named_paths_reads_listings_and_placeholders():

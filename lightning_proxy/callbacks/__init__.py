@@ -1,16 +1,23 @@
-"""Per-example statistics as Lightning callbacks; each writes ranking files (see ``selection.load_ranking``)."""
+"""Per-example statistics as Lightning callbacks; each writes ranking files (see ``selection.load_ranking``).
 
-from lightning_proxy.callbacks.base import ExampleStatistic, targets_and_indices
+:class:`RankingWriter` writes the files; :class:`ExampleStatistic` accumulates a statistic of the training steps
+(forgetting events, EL2N, AUM); :class:`PostTrainingScores` scores the pool once with the trained model.
+"""
+
 from lightning_proxy.callbacks.dynamics import EL2N, AreaUnderMargin
 from lightning_proxy.callbacks.forgetting import ForgettingEvents
-from lightning_proxy.callbacks.scores import PostTrainingScores, example_scores
+from lightning_proxy.callbacks.scores import SCORES, PostTrainingScores, example_scores
+from lightning_proxy.callbacks.statistic import ExampleStatistic
+from lightning_proxy.callbacks.writer import RankingWriter, targets_and_indices
 
 __all__ = [
     "EL2N",
     "AreaUnderMargin",
     "ExampleStatistic",
     "ForgettingEvents",
+    "SCORES",
     "PostTrainingScores",
+    "RankingWriter",
     "example_scores",
     "targets_and_indices",
 ]

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lightning_proxy.callbacks.base import ExampleStatistic
+from lightning_proxy.callbacks.statistic import ExampleStatistic
 
 
 class EpochAverage(ExampleStatistic):

@@ -7,7 +7,7 @@ from typing import Literal
 import lightning as L
 import torch
 
-from lightning_proxy.callbacks.base import ExampleStatistic
+from lightning_proxy.callbacks.statistic import ExampleStatistic
 
 NEVER_LEARNED = ("infinite", "epochs", "zero")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import lightning as L
@@ -13,34 +13,52 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from lightning_proxy.callbacks.base import ExampleStatistic, provenance, synchronised_time, targets_and_indices
+from lightning_proxy.callbacks.writer import RankingWriter, provenance, synchronised_time, targets_and_indices
 from lightning_proxy.files import write_atomically
 from lightning_proxy.selection.subset import read_indices
 
-STATISTICS = ("loss", "entropy", "least_confidence", "margin")
-DIRECTIONS = {
-    "loss": "higher_is_harder",
-    "entropy": "higher_is_harder",
-    "least_confidence": "higher_is_harder",
-    "margin": "higher_is_easier",
-}
+
+def _loss(log_p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.nll_loss(log_p, targets, ignore_index=-1, reduction="none")  # 0 where the target is -1
 
 
-def example_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-example loss (0 where the target is -1), entropy, least confidence ``1 - max p`` and margin ``p1 - p2``."""
-    logits = logits.float()
-    log_p = logits.log_softmax(dim=1)
+def _entropy(log_p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return -(log_p.exp() * log_p).nan_to_num().sum(dim=1)
+
+
+def _top2(log_p: torch.Tensor) -> torch.Tensor:
     p = log_p.exp()
-    top2 = p.topk(2, dim=1).values if p.shape[1] > 1 else torch.cat([p, torch.zeros_like(p)], dim=1)
-    return {
-        "loss": F.nll_loss(log_p, targets, ignore_index=-1, reduction="none"),
-        "entropy": -(p * log_p).nan_to_num().sum(dim=1),
-        "least_confidence": 1.0 - top2[:, 0],
-        "margin": top2[:, 0] - top2[:, 1],
-    }
+    return p.topk(2, dim=1).values if p.shape[1] > 1 else torch.cat([p, torch.zeros_like(p)], dim=1)
 
 
-class PostTrainingScores(ExampleStatistic):
+def _least_confidence(log_p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return 1.0 - _top2(log_p)[:, 0]  # on probabilities, not raw logits
+
+
+def _margin(log_p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    top2 = _top2(log_p)
+    return top2[:, 0] - top2[:, 1]
+
+
+# score name -> (its value from log-probabilities and targets, its ranking direction)
+SCORES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]] = {
+    "loss": (_loss, "higher_is_harder"),
+    "entropy": (_entropy, "higher_is_harder"),
+    "least_confidence": (_least_confidence, "higher_is_harder"),
+    "margin": (_margin, "higher_is_easier"),
+}
+STATISTICS = tuple(SCORES)
+
+
+def example_scores(
+    logits: torch.Tensor, targets: torch.Tensor, names: Sequence[str] = STATISTICS
+) -> dict[str, torch.Tensor]:
+    """Per-example loss (0 where the target is -1), entropy, least confidence ``1 - max p`` and margin ``p1 - p2``."""
+    log_p = logits.float().log_softmax(dim=1)
+    return {name: SCORES[name][0](log_p, targets) for name in names}
+
+
+class PostTrainingScores(RankingWriter):
     """Loss, entropy, least confidence and margin of every pool example under the trained model; embeddings.
 
     When training ends, the module's ``predict_step`` (in eval mode, under the trainer's precision) scores
@@ -114,7 +132,7 @@ class PostTrainingScores(ExampleStatistic):
             self.check_indices(indices, self._sums.shape[1])
             self._range_checked = True
         targets = targets.to(device, torch.int64)
-        scores = example_scores(logits.to(device), targets)
+        scores = example_scores(logits.to(device), targets, self.statistics)
         rows = torch.stack([scores[s] for s in self.statistics] + [(targets >= 0).float(), torch.ones_like(targets)])
         try:
             self._sums.index_add_(1, indices, rows.double())
@@ -134,7 +152,7 @@ class PostTrainingScores(ExampleStatistic):
         for i, name in enumerate(self.statistics):
             mask = scored & labelled if name == "loss" else scored
             values = sums[i] / count.clamp(min=1)
-            meta_of_name = {**meta, "statistic": name, "direction": DIRECTIONS[name]}
+            meta_of_name = {**meta, "statistic": name, "direction": SCORES[name][1]}
             self.write(trainer, f"{self.prefix}{name}", values, mask, meta_of_name)
         if self.embeddings:
             self._write_embeddings(trainer)
@@ -261,6 +279,7 @@ class PostTrainingScores(ExampleStatistic):
         else:
             fill(None)
         trainer.strategy.barrier("embeddings_written")
+        self.written[path.stem] = path
 
     def _gather(
         self, trainer: L.Trainer, indices: torch.Tensor, rows: torch.Tensor, tmp: str | None, n: int

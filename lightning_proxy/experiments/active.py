@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from lightning_proxy.experiments.runs import (
     seeds_or_default,
     train,
     write_report,
+    written,
 )
 from lightning_proxy.files import write_atomically, write_json
 from lightning_proxy.selection.ranking import load_ranking
@@ -98,14 +99,14 @@ def labelled_sizes(pool_size: int, schedule: Sequence[float | int], budget: floa
 
 # --- selection -------------------------------------------------------------------------------------------
 def next_batch(
-    method: str, scores_dir: Path | None, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
+    method: str, files: Mapping[str, Path], pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
 ) -> np.ndarray:
     """The ``size`` dataset indices to label next, in the order chosen.
 
     Args:
         method: ``least_confidence`` (highest ``1 - max p`` first), ``entropy`` (highest entropy of the
             predicted distribution first), ``kcenters`` or ``random``.
-        scores_dir: the selector run's folder, holding ``<method>.npz`` / ``embeddings.npy``.
+        files: what the selector's run wrote, by stem (``<method>``: its ranking, ``embeddings``); none for random.
         pool: sorted dataset indices of the active-learning pool.
         labelled: dataset indices already labelled (a subset of ``pool``).
         size: how many to add.
@@ -117,15 +118,15 @@ def next_batch(
     if method == "random":
         return np.random.default_rng(seed).choice(unlabelled, size, replace=False)
     if method in UNCERTAINTY:
-        ranking = load_ranking(scores_dir / f"{method}.npz")
+        ranking = load_ranking(files[method])
         order = ranking.indices[np.isin(ranking.indices, unlabelled)]  # most uncertain first
         if len(order) < size:
-            raise ValueError(f"{scores_dir / f'{method}.npz'} scores {len(order)} unlabelled examples, {size} needed")
+            raise ValueError(f"{files[method]} scores {len(order)} unlabelled examples, {size} needed")
         return order[:size]
     if method == "kcenters":
         from lightning_proxy.selection.kcenters import greedy_k_centers
 
-        embeddings = np.load(scores_dir / "embeddings.npy", mmap_mode="r")
+        embeddings = np.load(files["embeddings"], mmap_mode="r")
         rows = np.ascontiguousarray(embeddings[pool])  # row p = pool position p
         start = np.searchsorted(pool, labelled)  # pool positions of the labelled examples
         positions = greedy_k_centers(rows, size, start=start).numpy()
@@ -212,7 +213,7 @@ class Loop:
             have, want = self.sizes[r - 1], self.sizes[r]
             labelled = self.labelled[:have]
             train_seconds = fit_seconds = scoring_seconds = 0.0
-            scores_dir = None
+            files: dict[str, Path] = {}
             if self.method != "random":
                 # score what the method needs: the unlabelled pool, plus the labelled set for k-centers' start
                 scored = self.pool if self.method == "kcenters" else np.setdiff1d(self.pool, labelled)
@@ -223,9 +224,9 @@ class Loop:
                     "indices": str(scored_file),
                     "augment": self.score_augmented,
                 }
-                scores_dir = self.run_folder(self.selector, have)
+                selector_run = self.run_folder(self.selector, have)
                 result = train(
-                    scores_dir,
+                    selector_run,
                     self.training.with_overrides({"data.subset.indices": str(self.labelled_file(have))}),
                     [{"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init}],
                     self.training_seed(self.selector, have),
@@ -236,10 +237,11 @@ class Loop:
                 train_seconds = result["seconds"]
                 fit_seconds = result.get("train_seconds", train_seconds)
                 statistic = init["statistics"][0]
-                scored_with = load_ranking(scores_dir / f"{statistic}.npz").metadata
+                files = {name: written(selector_run, result, name) for name in result.get("files", {})}
+                scored_with = load_ranking(written(selector_run, result, statistic)).metadata
                 scoring_seconds = float(scored_with.get("scoring_seconds", 0.0))
             start = time.perf_counter()
-            batch = next_batch(self.method, scores_dir, self.pool, labelled, want - have, self.seed * 1_000_003 + r)
+            batch = next_batch(self.method, files, self.pool, labelled, want - have, self.seed * 1_000_003 + r)
             select_seconds = time.perf_counter() - start
             self.state["labelled"] = [*labelled.tolist(), *batch.tolist()]
             self.state["rounds"].append(

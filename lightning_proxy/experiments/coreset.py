@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lightning_proxy.callbacks import EL2N, SCORES, AreaUnderMargin, ForgettingEvents
 from lightning_proxy.experiments.compare import compare_pair, compare_rankings, plot_heatmap
 from lightning_proxy.experiments.plots import plot_error_curves
 from lightning_proxy.experiments.runs import (
@@ -31,42 +32,44 @@ from lightning_proxy.experiments.runs import (
     seeds_or_default,
     train,
     write_report,
+    written,
 )
 from lightning_proxy.selection.ranking import Ranking, load_ranking, save_ranking
 
-SCORE_STATISTICS = ("loss", "entropy", "least_confidence", "margin")
-EPOCH_STATISTICS = {"forgetting": "ForgettingEvents", "el2n": "EL2N", "aum": "AreaUnderMargin"}
-KNOWN_METHODS = ("random", "kcenters", *EPOCH_STATISTICS, *SCORE_STATISTICS)
+EPOCH_STATISTICS = {cls.statistic: cls for cls in (ForgettingEvents, EL2N, AreaUnderMargin)}
+KNOWN_METHODS = ("random", "kcenters", *EPOCH_STATISTICS, *SCORES)
 
 
 def callbacks_for(statistics: set[str], embeddings: bool, augment: bool = False) -> list[dict[str, Any]]:
     """The per-example callbacks (as ``class_path`` dicts) that write ``statistics`` into the run's folder."""
     out = [
-        {"class_path": f"lightning_proxy.callbacks.{cls}"}
+        {"class_path": f"{cls.__module__}.{cls.__name__}"}
         for name, cls in EPOCH_STATISTICS.items()
         if name in statistics
     ]
-    scores = [s for s in SCORE_STATISTICS if s in statistics]
+    scores = [s for s in SCORES if s in statistics]
     if scores or embeddings:
         init = {"statistics": scores or ["entropy"], "embeddings": embeddings, "augment": augment}
         out.append({"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init})
     return out
 
 
-def k_centers_ranking(folder: Path, budget_fraction: float, seed: int, start: float = 1) -> Path:
-    """Greedy k-centers on the proxy's embeddings, saved as a ranking: the first chosen scores highest.
+def k_centers_ranking(
+    embeddings_file: Path, reference: Ranking, budget_fraction: float, seed: int, start: float = 1
+) -> Path:
+    """Greedy k-centers on the proxy's embeddings, saved beside them as a ranking: the first chosen scores highest.
 
     ``start`` random points (a count, or a share of the pool when below 1), drawn with ``seed``, come first
     and stay in every subset; greedy farthest-first traversal from them chooses the rest. SVP starts from
-    1,000 random points; ``1`` is the classic start from one seeded point.
+    1,000 random points; ``1`` is the classic start from one seeded point. ``reference`` (a ranking of the
+    same run) gives the provenance.
     """
-    path = folder / "kcenters.npz"
+    path = embeddings_file.parent / "kcenters.npz"
     if path.is_file():
         return path
     from lightning_proxy.selection.kcenters import greedy_k_centers
 
-    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
-    reference = load_ranking(next(folder.glob("entropy.npz"), None) or next(folder.glob("*.npz")))
+    embeddings = np.load(embeddings_file, mmap_mode="r")
     budget = math.ceil(budget_fraction * len(embeddings))
     count = min(budget, kcenters_start_count(start, len(embeddings)))
     began = time.perf_counter()
@@ -89,9 +92,9 @@ def kcenters_start_count(start: float, pool_size: int) -> int:
     return int(start) if start >= 1 else max(1, round(start * pool_size))
 
 
-def keep_for(ranking_path: Path) -> str:
+def keep_for(ranking: Ranking) -> str:
     """Which end SVP keeps: the hardest or most uncertain examples (k-centers: the first chosen), per the direction."""
-    return "lowest" if load_ranking(ranking_path).metadata.get("direction") == "higher_is_easier" else "highest"
+    return "lowest" if ranking.metadata.get("direction") == "higher_is_easier" else "highest"
 
 
 def coreset(
@@ -148,58 +151,35 @@ def coreset(
     subset_methods = [*methods, *(f"oracle_{m}" for m in sorted(statistics) if oracle)]
     progress = Progress(len(seeds) * (2 + len(subset_methods) * len(fractions)))
     for seed in seeds:
-        base = out / f"seed{seed}"
-        proxy_dir = base / "proxy"
-        name = f" seed {seed}" if len(seeds) > 1 else ""
-        proxy = train(
-            proxy_dir,
-            proxy_training,
-            callbacks_for(statistics, "kcenters" in methods, score_augmented),
-            seed,
-            (progress, f"proxy{name}"),
-            role="proxy",
-        )
-        rankings = {m: proxy_dir / f"{m}.npz" for m in statistics}
-        selection_seconds = {m: 0.0 for m in methods}
-        if "kcenters" in methods:
-            rankings["kcenters"] = k_centers_ranking(proxy_dir, max(fractions), seed, kcenters_start)
-            selection_seconds["kcenters"] = float(load_ranking(rankings["kcenters"]).metadata["seconds"])
+        base, label = out / f"seed{seed}", f" seed {seed}" if len(seeds) > 1 else ""
+        kcenters = "kcenters" in methods
+        proxy_callbacks = callbacks_for(statistics, kcenters, score_augmented)
+        proxy = train(base / "proxy", proxy_training, proxy_callbacks, seed, (progress, f"proxy{label}"), role="proxy")
         # the target on everything: the baseline, and its own rankings (for the correlations and the oracle)
-        full = train(
-            base / "full",
-            target_training,
-            callbacks_for(statistics, False, score_augmented),
-            seed,
-            (progress, f"full{name}"),
-            role="full",
-        )
-        rows.append(
-            {
-                "seed": seed,
-                "method": "full",
-                "fraction": 1.0,
-                **_row(full, error),
-                "end_to_end_seconds": full["seconds"],
-            }
-        )
-        rankings.update({f"oracle_{m}": base / "full" / f"{m}.npz" for m in statistics})
+        full_callbacks = callbacks_for(statistics, False, score_augmented)
+        full = train(base / "full", target_training, full_callbacks, seed, (progress, f"full{label}"), role="full")
+        everything = {"seed": seed, "method": "full", "fraction": 1.0, "end_to_end_seconds": full["seconds"]}
+        rows.append({**everything, **_row(full, error)})
+        rankings = _rankings(base, proxy, full, sorted(statistics), kcenters and (max(fractions), seed, kcenters_start))
         for method in subset_methods:
+            path, ranking = rankings.get(method, (None, None))
+            selection = float(ranking.metadata["seconds"]) if method == "kcenters" else 0.0
+            uses_proxy = method in statistics or method == "kcenters"
+            # the oracle trains the target on everything first
+            overhead = full["seconds"] if method.startswith("oracle_") else (proxy["seconds"] + selection) * uses_proxy
             for fraction in fractions:
                 subset: dict[str, Any] = {"data.subset.fraction": fraction, "data.subset.seed": seed}
-                if method != "random":
-                    subset |= {
-                        "data.subset.ranking": str(rankings[method]),
-                        "data.subset.keep": keep_for(rankings[method]),
-                    }
-                folder = base / method / f"{fraction:g}"
-                label = (progress, f"{method} {fraction:g}{name}")
+                if ranking is not None:
+                    subset |= {"data.subset.ranking": str(path), "data.subset.keep": keep_for(ranking)}
                 result = train(
-                    folder, target_training.with_overrides(subset), [], seed, label, role=method, fraction=fraction
+                    base / method / f"{fraction:g}",
+                    target_training.with_overrides(subset),
+                    [],
+                    seed,
+                    (progress, f"{method} {fraction:g}{label}"),
+                    role=method,
+                    fraction=fraction,
                 )
-                uses_proxy = method in statistics or method == "kcenters"
-                overhead = proxy["seconds"] + selection_seconds.get(method, 0.0) if uses_proxy else 0.0
-                if method.startswith("oracle_"):
-                    overhead = full["seconds"]  # the oracle trains the target on everything first
                 rows.append(
                     {
                         "seed": seed,
@@ -207,19 +187,41 @@ def coreset(
                         "fraction": fraction,
                         **_row(result, error),
                         "proxy_seconds": proxy["seconds"] if uses_proxy else 0.0,
-                        "selection_seconds": selection_seconds.get(method, 0.0),
+                        "selection_seconds": selection,
                         "end_to_end_seconds": overhead + result["seconds"],
                     }
                 )
-        for m in sorted(statistics):
-            pair = compare_pair(load_ranking(rankings[m]), load_ranking(rankings[f"oracle_{m}"]))
-            correlations.append({"seed": seed, "statistic": m, **pair})
-        if seed == seeds[0] and statistics:  # SVP Figure 3: every proxy and target ranking of one seed
-            names = [f"{who} {m}" for who in ("proxy", "target") for m in sorted(statistics)]
-            files = [rankings[m] for m in sorted(statistics)] + [rankings[f"oracle_{m}"] for m in sorted(statistics)]
-            table = compare_rankings([load_ranking(f) for f in files], names)
-            plot_heatmap(table, names, out / "ranking_correlation.png")
+        correlations += _correlations(rankings, sorted(statistics), seed, out if seed == seeds[0] else None)
     return report(out, pd.DataFrame(rows), pd.DataFrame(correlations), error, kcenters_start, score_augmented)
+
+
+def _rankings(
+    base: Path, proxy: dict[str, Any], full: dict[str, Any], statistics: list[str], kcenters: Any
+) -> dict[str, tuple[Path, Ranking]]:
+    """Every ranking a subset is chosen by, read once: the proxy's, the target's own (``oracle_<statistic>``) and,
+    with ``kcenters`` = ``(budget fraction, seed, start)``, greedy k-centers on the proxy's embeddings."""
+    files = {m: written(base / "proxy", proxy, m) for m in statistics}
+    files |= {f"oracle_{m}": written(base / "full", full, m) for m in statistics}
+    if kcenters:
+        proxy_rankings = [name for name in proxy["files"] if name != "embeddings"]
+        reference = load_ranking(written(base / "proxy", proxy, proxy_rankings[0]))
+        embeddings = written(base / "proxy", proxy, "embeddings")
+        files["kcenters"] = k_centers_ranking(embeddings, reference, *kcenters)
+    return {name: (path, load_ranking(path)) for name, path in files.items()}
+
+
+def _correlations(
+    rankings: dict[str, tuple[Path, Ranking]], statistics: list[str], seed: int, heatmap_in: Path | None
+) -> list[dict[str, Any]]:
+    """Proxy against target ranking of each statistic; with ``heatmap_in``, SVP's Figure 3 of all of them."""
+    pairs = [
+        {"seed": seed, "statistic": m, **compare_pair(rankings[m][1], rankings[f"oracle_{m}"][1])} for m in statistics
+    ]
+    if heatmap_in is not None and statistics:
+        names = [f"{who} {m}" for who in ("proxy", "target") for m in statistics]
+        chosen = [rankings[m][1] for m in statistics] + [rankings[f"oracle_{m}"][1] for m in statistics]
+        plot_heatmap(compare_rankings(chosen, names), names, heatmap_in / "ranking_correlation.png")
+    return pairs
 
 
 def _row(result: dict[str, Any], error: str) -> dict[str, Any]:

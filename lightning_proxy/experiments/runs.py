@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -148,13 +149,24 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def written(folder: Path, result: Mapping[str, Any], name: str) -> Path:
+    """The file ``name`` (a stem: ``forgetting``, ``entropy``, ``embeddings``) that the callbacks of the run
+    in ``folder`` wrote, as its result records it; missing, a line that says how to make it again."""
+    files = result.get("files", {})
+    path = folder / files[name] if name in files else None
+    if path is None or not path.is_file():
+        what = f"its {name} file {path} is gone" if path is not None else f"it wrote no {name} file ({sorted(files)})"
+        raise FileNotFoundError(f"the run in {folder} finished but {what}: delete {folder} to train it again")
+    return path
+
+
 def _validation_history() -> Any:
     """A callback that keeps every validation epoch's accuracy (the 000 paper's curve and best at any epoch)
     and the seconds of the training epochs without their validation (SVP's training time: no sanity pass,
     validation or checkpointing; the device is synchronised at epoch and validation bounds, not per step)."""
     from lightning.pytorch.callbacks import Callback
 
-    from lightning_proxy.callbacks.base import synchronised_time as now
+    from lightning_proxy.callbacks.writer import synchronised_time as now
 
     class ValidationHistory(Callback):
         def __init__(self) -> None:
@@ -196,7 +208,8 @@ def train(
     ``extra_callbacks`` are callback objects added to them (e.g. one that reports to a live Optuna trial). The
     result holds the final validation accuracy and loss, the best validation accuracy at any epoch and
     every epoch's, the wall time of the fit and of its training epochs alone (``train_seconds``), the number
-    of training examples and ``extra``. ``progress``:
+    of training examples, the files its callbacks wrote (``files``: stem -> path in ``folder``, read with
+    :func:`written`) and ``extra``. ``progress``:
     the experiment's :class:`Progress` and this run's label, for its line when it finishes.
 
     A run keeps no checkpoint and makes no sanity pass: what an experiment keeps of it is its result, its
@@ -234,6 +247,7 @@ def train(
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training in {folder} was interrupted; start the experiment again to resume")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    written = {name: path for cb in trainer.callbacks for name, path in getattr(cb, "written", {}).items()}
     result = {
         "val_acc": metrics.get("val/acc"),
         "val_error": None if metrics.get("val/acc") is None else 1.0 - metrics["val/acc"],
@@ -245,6 +259,7 @@ def train(
         "train_examples": len(datamodule.train_indices),
         "pool_size": datamodule.pool_size,
         "seed": seed,
+        "files": {name: os.path.relpath(path, folder) for name, path in written.items()},
         **extra,
     }
     write_text(folder / CONFIG, run.dump())

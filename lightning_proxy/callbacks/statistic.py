@@ -1,4 +1,4 @@
-"""What every per-example callback shares: dense length-N state, one cross-rank reduction, ranking files.
+"""What the statistics of the training steps share: dense length-N state and one cross-rank reduction an epoch.
 
 State lives on the module's device as tensors of length N (the full training pool), updated by scatter
 from the batch's pool indices: no ``.item()``, ``.cpu()`` or Python loop per step. A statistic's
@@ -13,39 +13,13 @@ kernel launches.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
-import lightning_proxy
-from lightning_proxy.batches import INDEX_KEYS, TARGET_KEYS, describe, split_batch
-from lightning_proxy.selection.ranking import Ranking, pool_identity, save_ranking
-
-
-def synchronised_time(pl_module: L.LightningModule) -> float:
-    """Seconds on the clock once the device's queued work is done: for timing a pass without a sync per step."""
-    if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)
-    return time.perf_counter()
-
-
-def targets_and_indices(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets and pool indices of a ``(input, target, index)`` batch or a dict batch with common key names."""
-    _, targets, indices = split_batch(batch)
-    if targets is not None and indices is not None:
-        return targets, indices
-    raise ValueError(
-        "per-example callbacks need the target and pool index of every example in the batch: wrap the dataset "
-        "in lightning_proxy.datamodules.IndexedDataset so items are (input, target, index), or give dicts with "
-        f"an index under one of {INDEX_KEYS} and a target under one of {TARGET_KEYS}; got {describe(batch)}"
-    )
+from lightning_proxy.callbacks.writer import RankingWriter, provenance, targets_and_indices
 
 
 def step_outputs(outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -63,8 +37,8 @@ def step_outputs(outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, 
     return outputs["logits"].detach(), targets, indices
 
 
-class ExampleStatistic(L.Callback):
-    """Base class: finds the pool size, owns the length-N state, writes ranking files on rank zero.
+class ExampleStatistic(RankingWriter):
+    """Base class of the statistics of the training steps: owns the length-N state, reduces it once per epoch.
 
     Subclasses declare their cumulative state in :meth:`state_names`; it is what ``state_dict`` saves, so a
     fit resumed from an end-of-epoch checkpoint (Lightning's default) writes the same ranking as one that
@@ -80,8 +54,6 @@ class ExampleStatistic(L.Callback):
             ``mode="reduce-overhead"``).
     """
 
-    statistic = "statistic"
-
     def __init__(
         self,
         dirpath: str | None = None,
@@ -89,24 +61,16 @@ class ExampleStatistic(L.Callback):
         filename: str | None = None,
         observe_every: int = 32,
     ):
-        if num_examples is not None and num_examples < 1:
-            raise ValueError(f"num_examples must be positive, got {num_examples}")
+        super().__init__(dirpath, num_examples, filename)
         if observe_every < 1:
             raise ValueError(f"observe_every must be a positive number of steps, got {observe_every}")
         self.observe_every = observe_every
-        self.dirpath = dirpath
-        self.num_examples = num_examples
-        self.filename = filename or self.statistic
         self.epochs_seen = 0
         self._state: dict[str, torch.Tensor] = {}
         self._epoch: dict[str, torch.Tensor] = {}
         self._pending: dict[str, torch.Tensor] | None = None
         self._steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._range_checked = False
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(filename=self.filename)
 
     # --- state -----------------------------------------------------------------------------------------
     def state_names(self) -> dict[str, torch.dtype]:
@@ -116,17 +80,6 @@ class ExampleStatistic(L.Callback):
     def epoch_names(self) -> dict[str, torch.dtype]:
         """Name -> dtype of the per-epoch length-N buffers, zeroed after each epoch's reduction."""
         return {}
-
-    def pool_size(self, trainer: L.Trainer) -> int:
-        if self.num_examples is not None:
-            return self.num_examples
-        size = getattr(trainer.datamodule, "pool_size", None)
-        if size is None:
-            raise ValueError(
-                f"{type(self).__name__} needs the size N of the full training pool: pass num_examples=N, "
-                "or use a datamodule with a pool_size attribute"
-            )
-        return int(size)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -189,14 +142,13 @@ class ExampleStatistic(L.Callback):
     def observe(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
         """Add training steps' observations to the epoch buffers; ``indices`` are int64 on the buffers' device.
 
-        A statistic that reads the training steps overrides this; it gets several steps concatenated.
+        Every statistic defines it; it gets several steps concatenated.
         """
+        raise NotImplementedError
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if type(self).observe is ExampleStatistic.observe:
-            return
         self._steps.append(step_outputs(outputs, batch))
         if len(self._steps) >= self.observe_every:
             self.observe_kept_steps()
@@ -219,74 +171,6 @@ class ExampleStatistic(L.Callback):
             self.check_indices(indices, n)
             raise
 
-    def check_indices(self, indices: torch.Tensor, n: int) -> None:
-        """A clear error for pool indices outside ``[0, n)``: ``num_examples`` smaller than the pool."""
-        if len(indices) and (int(indices.max()) >= n or int(indices.min()) < 0):
-            raise ValueError(
-                f"{type(self).__name__}: a batch holds pool index {int(indices.max())}, but num_examples is {n}: "
-                "pass the size of the full training pool (every item's index is below it), or omit "
-                "num_examples to read the datamodule's pool_size"
-            )
-
-    # --- output ----------------------------------------------------------------------------------------
-    def output_dir(self, trainer: L.Trainer) -> Path:
-        if self.dirpath is not None:
-            return Path(self.dirpath)
-        return Path(trainer.log_dir or trainer.default_root_dir)
-
     def metadata(self, trainer: L.Trainer, pl_module: L.LightningModule, **extra: Any) -> dict[str, Any]:
+        """The ranking's provenance, with the epochs this statistic observed."""
         return provenance(trainer, pl_module, self.pool_size(trainer), epochs=self.epochs_seen, **extra)
-
-    def write(
-        self,
-        trainer: L.Trainer,
-        name: str,
-        scores: torch.Tensor,
-        mask: torch.Tensor,
-        metadata: dict[str, Any],
-    ) -> Path:
-        """Rank zero writes ``<dirpath>/<name>.npz`` (examples where ``mask`` holds) atomically; others wait.
-
-        The metadata's ``statistic`` is what was measured (the class's, unless ``metadata`` names one), not
-        the file name, so rankings saved under other names still aggregate and compare as one statistic.
-        """
-        path = self.output_dir(trainer) / f"{name}.npz"
-        if trainer.is_global_zero:
-            indices = torch.nonzero(mask).squeeze(1).cpu().numpy()
-            values = scores[mask].double().cpu().numpy()
-            save_ranking(path, Ranking.from_scores(values, {"statistic": self.statistic, **metadata}, indices))
-        trainer.strategy.barrier(f"{name}_written")
-        return path
-
-
-def provenance(trainer: L.Trainer, pl_module: L.LightningModule, num_examples: int, **extra: Any) -> dict[str, Any]:
-    """Where a ranking came from: model, seed, dataset, pool size and fingerprint, the subset trained on,
-    library version, time. A datamodule without ``targets`` or ``fingerprint`` leaves the pool unknown: the
-    file then compares and aggregates, but no subset rule accepts it (a warning says so)."""
-    dm = trainer.datamodule
-    hparams = getattr(pl_module, "hparams", {}) or {}
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    try:
-        identity = pool_identity(dm)
-    except ValueError:
-        identity = {"fingerprint": "unknown", "dataset": type(dm).__name__ if dm is not None else None}
-        rank_zero_warn(
-            f"{type(dm).__name__ if dm is not None else 'A fit without a datamodule'} has neither `targets` nor "
-            "`fingerprint`, so the ranking files record the pool as "
-            "unknown and --data.subset.ranking will refuse them: give the datamodule a `targets` attribute "
-            "(the pool's labels in pool order)"
-        )
-    subset = getattr(dm, "subset", None)
-    return {
-        "model": hparams.get("arch", type(pl_module).__name__),
-        "seed": int(seed) if seed is not None else None,
-        **identity,
-        "num_examples": num_examples,
-        "subset": dataclasses.asdict(subset) if dataclasses.is_dataclass(subset) else None,
-        "train_examples": len(dm.train_indices) if hasattr(dm, "train_indices") else None,
-        "max_epochs": trainer.max_epochs,
-        "world_size": trainer.world_size,
-        "library_version": lightning_proxy.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **extra,
-    }
