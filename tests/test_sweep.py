@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from lightning_proxy.distill import load_synthetic
 from lightning_proxy.experiments.strategies import grid_configs, strategies_from
-from lightning_proxy.experiments.sweep import (
+from lightning_proxy.experiments.studies import (
     Plan,
     _grid_objective,
     collect_results,
@@ -35,8 +35,8 @@ from lightning_proxy.experiments.sweep import (
     run_plans,
     run_sampled,
     shared_ranking,
-    sweep,
 )
+from lightning_proxy.experiments.sweep import sweep
 from lightning_proxy.selection import load_ranking
 
 ROOT = Path(__file__).resolve().parents[1]

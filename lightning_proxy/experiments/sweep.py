@@ -6,16 +6,16 @@ proxies rank by the per-example loss of the default configuration trained on eve
 strategy) is an Optuna study over the same configurations (GridSampler), or any other Optuna sampler over
 the same values for a smarter search.
 
-Storage is SQLite in the output folder by default and any database URL Optuna accepts, so that workers on
-many machines share one sweep: start ``lightning-proxy sweep`` on each, one worker per device (a trial
-trains in one process; ``CUDA_VISIBLE_DEVICES=i`` gives worker i its GPU). Optuna is the engine: trial k of a
-study is grid point k, ``study.optimize`` beats the heartbeat, a trial silent for three heartbeats (by the
-database server's clock) is failed and queued again, and a finished training's ``result.json`` is read back rather
-than retrained. The loss ranking of the easiest/hardest proxies is a study of its own, trained once per
-dataset, and so is each distilled strategy's synthetic set; the file's path and sha256 are recorded there and
-checked by every worker that trains on it. A trial records the best validation accuracy at any epoch, every
-epoch's accuracy and the wall time; a distilled strategy's trials add an equal share of the distillation's
-time (its seconds over the grid's configurations), so its relative cost counts the distillation once.
+Storage is SQLite in the output folder by default and any database URL Optuna accepts, so that workers on many
+machines share one sweep: start ``lightning-proxy sweep`` on each, one worker per device (a trial trains in one
+process; ``CUDA_VISIBLE_DEVICES=i`` gives worker i its GPU). How the workers share the studies is
+:mod:`~lightning_proxy.experiments.studies`; here the sweep builds them, works on them, and reports. A finished
+training's ``result.json`` is read back rather than retrained. The loss ranking of the easiest/hardest proxies
+is a study of its own, trained once per dataset, and so is each distilled strategy's synthetic set; the file's
+path and sha256 are recorded there and checked by every worker that trains on it. A trial records the best
+validation accuracy at any epoch, every epoch's accuracy and the wall time; a distilled strategy's trials add an
+equal share of the distillation's time (its seconds over the grid's configurations), so its relative cost counts
+the distillation once.
 
     lightning-proxy sweep --config configs/sweep_digits.yaml
     lightning-proxy report --storage sqlite:///runs/sweep_digits/sweep.db
@@ -24,14 +24,7 @@ time (its seconds over the grid's configurations), so its relative cost counts t
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
-import json
-import math
 import re
-import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,36 +32,34 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import pandas as pd
 import yaml
-from optuna.trial import TrialState
 
 from lightning_proxy.experiments.runs import train
 from lightning_proxy.experiments.strategies import (
     Strategy,
     config_defaults,
-    config_name,
     grid_configs,
     lookup,
     strategies_from,
+)
+from lightning_proxy.experiments.studies import (
+    Plan,
+    collect_results,
+    grid_study,
+    open_storage,
+    pruning_callback,
+    run_grid,
+    run_plans,
+    run_sampled,
+    sampler_of,
+    sha256_of,
+    shared_ranking,
+    shared_synthetic,
+    study_name,
 )
 from lightning_proxy.files import write_csv
 
 if TYPE_CHECKING:  # the training layer imports Lightning: only when a run really trains
     from lightning_proxy.training import Training
-
-RESULT_COLUMNS = [
-    "dataset",
-    "strategy",
-    "family",
-    "size",
-    "epochs",
-    "config",
-    "hyperparameter",
-    "accuracy",
-    "seconds",
-    "epoch_accuracies",
-    "trial",
-    "pruned",
-]
 
 
 @dataclass
@@ -87,185 +78,6 @@ class Dataset:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).strip("_") or "default"
-
-
-# --- Optuna ---------------------------------------------------------------------------------------------
-RETRIES = 3  # a trial whose worker died is queued again this many times
-
-
-def open_storage(url: str, heartbeat: int = 60) -> Any:
-    """Optuna's RDB storage with heartbeats: a trial silent for three of them, by the database's clock, is
-    failed and queued again (``RetryHeartbeatStaleTrialCallback``), so a killed worker's configuration is retrained."""
-    engine_kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
-        )
-
-
-def grid_study(
-    name: str, storage: Any, configs: list[str], seed: int = 0, sampler: Any = None, pruner: Any = None
-) -> Any:
-    """The study of one (dataset, strategy): Optuna's GridSampler gives trial k grid point k (of a seeded order)."""
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=sampler or optuna.samplers.GridSampler({"config": configs}, seed=seed),
-        direction="maximize",
-        load_if_exists=True,
-        pruner=pruner,
-    )
-
-
-def config_of(trial: Any) -> str | None:
-    """A trial's configuration, suggested or queued with it (None: a trial just asked, not suggested yet)."""
-    return trial.params.get("config", trial.system_attrs.get("fixed_params", {}).get("config"))
-
-
-def _fail_stale_trials(study: Any) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def _optimize_one(study: Any, objective: Callable[[Any], float]) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`GridSampler` is re-evaluating")  # a rare race: stood down
-        study.optimize(objective, n_trials=1)
-
-
-def _state(trial: Any) -> TrialState | str:
-    """A trial's state, where a pruner's PRUNED (the configuration is settled) differs from standing down."""
-    return "stood_down" if "stood_down_for" in trial.user_attrs else trial.state
-
-
-SETTLED = (TrialState.COMPLETE, TrialState.PRUNED)
-UNDER_WAY = (*SETTLED, TrialState.RUNNING, TrialState.WAITING)
-
-
-def run_grid(study: Any, configs: list[str], run_config: Callable[..., dict[str, Any]]) -> bool:
-    """Train this study's configurations that nobody has (``study.optimize``, a trial at a time); True when
-    every one is complete, False when some still train elsewhere.
-
-    A configuration whose trials all failed (a training that raised, or a worker dead past its retries) is
-    queued again. A trial stands down (PRUNED, ``stood_down_for``) when another trial of its configuration
-    is settled, trains already, or is live and numbered lower: of trials queued twice at once, one trains.
-    """
-    objective = functools.partial(_grid_objective, configs=configs, run_config=run_config)
-    while True:
-        _fail_stale_trials(study)  # by the database's clock; their retries are queued as WAITING trials
-        states: dict[str | None, set[TrialState]] = {}
-        for trial in study.get_trials(deepcopy=False):
-            states.setdefault(config_of(trial), set()).add(_state(trial))
-        todo = [c for c in configs if not states.get(c, set()) & set(UNDER_WAY)]
-        waiting = any(TrialState.WAITING in s for s in states.values())
-        if not todo and not waiting:
-            return all(states[c] & set(SETTLED) for c in configs)
-        if todo and not waiting and todo[0] in states:  # tried and failed: the grid counts it as visited
-            study.enqueue_trial({"config": todo[0]})
-        _optimize_one(study, objective)
-
-
-def _grid_objective(trial: Any, configs: list[str], run_config: Callable[..., dict[str, Any]]) -> float:
-    config = trial.suggest_categorical("config", configs)
-    for other in trial.study.get_trials(deepcopy=False, states=(*SETTLED, TrialState.RUNNING)):
-        if other.number == trial.number or config_of(other) != config or _state(other) == "stood_down":
-            continue
-        if other.state != TrialState.RUNNING or other.number < trial.number or "training" in other.user_attrs:
-            trial.set_user_attr("stood_down_for", other.number)
-            raise optuna.TrialPruned(f"configuration {config} is trial {other.number}'s")
-    trial.set_user_attr("training", True)
-    return _trained(trial, config, run_config)
-
-
-def run_sampled(
-    study: Any,
-    grid: dict[str, list[Any]],
-    defaults: dict[str, Any],
-    n_trials: int,
-    run_config: Callable[..., dict[str, Any]],
-) -> bool:
-    """A smarter search: the study's sampler picks a value of every grid key, until ``n_trials`` complete."""
-
-    def objective(trial: Any) -> float:
-        values = {
-            key: json.loads(trial.suggest_categorical(key, [json.dumps(v) for v in vs])) for key, vs in grid.items()
-        }
-        changed = {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
-        name = ",".join(config_name(k, v) for k, v in changed.items()) or "default"
-        return _trained(trial, name, run_config, overrides=values, folder=f"trial{trial.number}")
-
-    while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < n_trials:
-        _optimize_one(study, objective)
-    return True
-
-
-def _trained(trial: Any, config: str, run_config: Callable[..., dict[str, Any]], **kwargs: Any) -> float:
-    """Train ``config`` for ``trial`` (a finished training is read back) and return its best validation accuracy;
-    a training its study's pruner stopped keeps its epochs and time and ends the trial PRUNED."""
-    trial.set_user_attr("config", config)
-    result = run_config(config, trial=trial, **kwargs)
-    for key in RECORDED:
-        if key in result:
-            trial.set_user_attr(key, result[key])
-    if result.get("pruned"):
-        how, value = f"pruned after {len(result['epoch_val_acc'])} epochs", result["best_val_acc"]
-    elif "matching_loss" in result:  # a synthetic set made; its value a finite number, or Optuna fails the trial
-        how, value = "matching loss", result["matching_loss"]
-        if not math.isfinite(value):
-            how, value = "real images, no matching (iterations 0)", 0.0
-    else:
-        how, value = "best val acc", result["best_val_acc"]
-    name = f"{trial.study.study_name} trial {trial.number} {config}"
-    print(f"[sweep] {name}: {how} {value:.4f}, {result['seconds']:.1f} s", flush=True)
-    if result.get("pruned"):
-        raise optuna.TrialPruned(f"pruned after {len(result['epoch_val_acc'])} epochs")
-    return value
-
-
-RECORDED = (
-    "seconds",
-    "epoch_val_acc",
-    "train_examples",
-    "val_acc",
-    "ranking",
-    "synthetic",
-    "sha256",
-    "pruned",
-    "shared_seconds",
-    "matching_loss",
-)
-
-
-def _pruning(trial: Any) -> Any:
-    """A callback that reports each validation epoch's accuracy to ``trial`` and stops the fit when its
-    study's pruner says so (Lightning finishes the epoch)."""
-    from lightning.pytorch.callbacks import Callback
-
-    class Pruning(Callback):
-        def __init__(self) -> None:
-            self.reported = 0
-
-        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-            accuracy = trainer.callback_metrics.get("val/acc")
-            if trainer.sanity_checking or accuracy is None:
-                return
-            self.reported = trainer.current_epoch + 1
-            if report_epoch(trial, self.reported, float(accuracy)):
-                trainer.should_stop = True
-
-    return Pruning()
-
-
-def report_epoch(trial: Any, epoch: int, accuracy: float) -> bool:
-    """Tell ``trial`` its validation accuracy after ``epoch`` epochs (the resource); True when its pruner stops it."""
-    trial.report(accuracy, step=epoch)
-    return trial.should_prune()
 
 
 # --- the sweep ------------------------------------------------------------------------------------------
@@ -299,19 +111,7 @@ def loss_ranking(config: str, *, dataset: Dataset, folder: Path, seed: int, **_:
     path = folder / "loss.npz"
     if not path.is_file():
         raise FileNotFoundError(f"the ranking run in {folder} finished without writing loss.npz; delete the folder")
-    return {**result, "ranking": str(path), "sha256": _sha256(path)}
-
-
-def _sha256(path: Path) -> str:
-    """The file's sha256, read once per version of the file (every trial of a proxy checks its ranking)."""
-    stat = path.stat()
-    return _file_sha256(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return {**result, "ranking": str(path), "sha256": sha256_of(path)}
 
 
 def synthetic_set(
@@ -325,77 +125,7 @@ def synthetic_set(
     path = distill(dataset.training(), folder / "synthetic.npz", seed=seed, progress=False, **strategy.distill)
     made = load_synthetic(path).metadata
     loss = made["loss"] if made["loss"] is not None else float("nan")  # none: iterations 0, the real images
-    return {"synthetic": str(path), "sha256": _sha256(path), "seconds": made["seconds"], "matching_loss": loss}
-
-
-MADE_FILES = {"ranking": "loss ranking", "synthetic": "synthetic set"}  # what a maker study records, by key
-
-
-def _shared_file(study: Any) -> dict[str, Any] | None:
-    """What a maker study (a loss ranking, a synthetic set) recorded of the file it made (None: not made yet).
-
-    A worker whose file at that path is missing or differs refuses: one study must not mix trials made on
-    different files.
-    """
-    made = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not made:
-        return None
-    key = next(k for k in MADE_FILES if k in made[0].user_attrs)
-    path, digest, what = made[0].user_attrs[key], made[0].user_attrs["sha256"], MADE_FILES[key]
-    found = Path(path).is_file() and _sha256(Path(path)) == digest
-    if not found:
-        problem = "has another file there" if Path(path).is_file() else "does not have it"
-        raise FileNotFoundError(
-            f"the {what} of study {study.study_name} is {path} (sha256 {digest[:12]}...), and this worker "
-            f"{problem}: run every worker in one output folder on a filesystem they share, or copy that file "
-            "to the same path before starting"
-        )
-    return made[0].user_attrs
-
-
-def shared_ranking(study: Any) -> str | None:
-    """The loss ranking a dataset's proxies train on, as the ranking study recorded it (None: not made yet)."""
-    made = _shared_file(study)
-    return None if made is None else made["ranking"]
-
-
-def shared_synthetic(study: Any) -> tuple[str, float] | None:
-    """A distilled strategy's synthetic set and its making time, as its study recorded them (None: not made yet)."""
-    made = _shared_file(study)
-    return None if made is None else (made["synthetic"], float(made["seconds"]))
-
-
-@dataclass
-class Plan:
-    """One study of a sweep: what this worker runs on it (True once all its trials are complete), and the
-    study making the file it trains on (a loss ranking, a synthetic set) that it waits for."""
-
-    label: str
-    work: Callable[[], bool]
-    waits_for: Any = None
-    said: bool = False
-
-
-def run_plans(plans: list[Plan], poll: float) -> None:
-    """Work on every study until each is complete, whichever worker trains it; while only other workers'
-    trials are left, look again every ``poll`` seconds (a dead worker's trial is then failed and retrained)."""
-    while True:
-        pending = False
-        for plan in plans:
-            if plan.waits_for is not None and _shared_file(plan.waits_for) is None:
-                pending = True  # its ranking or synthetic set is made (here or elsewhere) first
-                continue
-            if not plan.said:
-                print(f"[sweep] {plan.label}", flush=True)
-                plan.said = True
-            pending |= not plan.work()
-        if not pending:
-            return
-        time.sleep(poll)
-
-
-def study_name(prefix: str, dataset: str, strategy: str) -> str:
-    return f"{prefix}/{dataset}/{strategy}"
+    return {"synthetic": str(path), "sha256": sha256_of(path), "seconds": made["seconds"], "matching_loss": loss}
 
 
 def sweep(
@@ -447,65 +177,8 @@ def sweep(
     url = storage or f"sqlite:///{out / 'sweep.db'}"
     rdb = open_storage(url, heartbeat)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    plans = []
-    for dataset in sets:
-        plan = strategies_from(strategies, _num_classes(dataset) if strategies else 0, seed)
-        for spec in promote or []:  # before anything trains
-            if set(spec) != {"strategy", "top"} or spec["strategy"] not in {s.name for s in plan}:
-                raise ValueError(f"promote {spec!r}: give {{strategy, top}} with one of {[s.name for s in plan]}")
-        configs = grid_configs(grid, dataset.config)
-        ranking = None
-        if any(s.needs_ranking for s in plan):
-            ranking = grid_study(study_name(study, dataset.name, "loss_ranking"), rdb, ["default"], seed)
-            make = functools.partial(
-                loss_ranking, dataset=dataset, folder=out / dataset.name / "loss_ranking", seed=seed
-            )
-            plans.append(
-                Plan(f"{dataset.name} / loss ranking", functools.partial(run_grid, ranking, ["default"], make))
-            )
-        for strategy in plan:
-            maker = None
-            if strategy.distill is not None:
-                maker_name = study_name(study, dataset.name, f"{strategy.name}/synthetic")
-                maker = grid_study(maker_name, rdb, ["default"], seed)
-                _same_distillation(maker, strategy)
-                folder = out / dataset.name / strategy.name
-                make = functools.partial(synthetic_set, dataset=dataset, strategy=strategy, folder=folder, seed=seed)
-                label = f"{dataset.name} / {strategy.name}: the synthetic set"
-                plans.append(Plan(label, functools.partial(run_grid, maker, ["default"], make)))
-            else:
-                maker = ranking if strategy.needs_ranking else None
-            run_config = functools.partial(
-                _run_config,
-                dataset=dataset,
-                strategy=strategy,
-                base={**dataset.args, **strategy.overrides},
-                configs=configs,
-                out=out,
-                seed=seed,
-                made_by=maker,
-                share_over=n_trials if sampler is not None else len(configs),
-            )
-            name = study_name(study, dataset.name, strategy.name)
-            pruner = strategy.make_pruner(_max_epochs(dataset)) if strategy.pruner else None
-            study_obj = grid_study(name, rdb, list(configs), seed, _sampler(sampler), pruner)
-            for key, value in {
-                "dataset": dataset.name,
-                "strategy": strategy.name,
-                "family": strategy.family,
-                "size": strategy.size,
-                "epochs": strategy.epochs,
-                "configs": {name: _hyperparameter(changes) for name, changes in configs.items()},
-                "search": "grid" if sampler is None else "sampled",
-            }.items():
-                study_obj.set_user_attr(key, value)
-            if sampler is None:
-                work = functools.partial(run_grid, study_obj, list(configs), run_config)
-            else:
-                defaults = config_defaults(grid, dataset.config)
-                work = functools.partial(run_sampled, study_obj, grid, defaults, n_trials, run_config)
-            label = f"{dataset.name} / {strategy.name}: {len(configs)} configurations"
-            plans.append(Plan(label, work, maker))
+    studies = Studies(rdb, study, out, grid, strategies, seed, sampler, n_trials)
+    plans = [plan for dataset in sets for plan in studies.plans(dataset, promote or [])]
     run_plans(plans, poll=heartbeat)
     results = collect_results(rdb, study)
     if report and len(results):
@@ -514,6 +187,89 @@ def sweep(
         write_csv(out / "results.csv", results)
         quality_report(results, out, promote=promote or [])
     return results
+
+
+@dataclass(frozen=True)
+class Studies:
+    """The studies of a sweep in one storage: for each dataset, its makers (the loss ranking, each distilled
+    set) and one study per strategy over the grid, each with the :class:`Plan` this worker runs on it."""
+
+    storage: Any
+    prefix: str
+    out: Path
+    grid: dict[str, list[Any]]
+    strategies: dict[str, list[Any]] | None
+    seed: int
+    sampler: dict[str, Any] | None
+    n_trials: int | None
+
+    def plans(self, dataset: Dataset, promote: list[dict[str, Any]]) -> list[Plan]:
+        """Every study of ``dataset``, created or loaded, with the work on it; bad hybrids refused first."""
+        strategies = strategies_from(self.strategies, _num_classes(dataset) if self.strategies else 0, self.seed)
+        for spec in promote:  # before anything trains
+            if set(spec) != {"strategy", "top"} or spec["strategy"] not in {s.name for s in strategies}:
+                raise ValueError(f"promote {spec!r}: give {{strategy, top}} with one of {[s.name for s in strategies]}")
+        configs = grid_configs(self.grid, dataset.config)
+        plans, ranking = [], None
+        if any(s.needs_ranking for s in strategies):
+            ranking = self.maker(dataset, "loss_ranking")
+            make = functools.partial(
+                loss_ranking, dataset=dataset, folder=self.out / dataset.name / "loss_ranking", seed=self.seed
+            )
+            work = functools.partial(run_grid, ranking, ["default"], make)
+            plans.append(Plan(f"{dataset.name} / loss ranking", work))
+        for strategy in strategies:
+            maker = ranking if strategy.needs_ranking else None
+            if strategy.distill is not None:
+                maker = self.maker(dataset, f"{strategy.name}/synthetic")
+                _same_distillation(maker, strategy)
+                folder = self.out / dataset.name / strategy.name
+                make = functools.partial(
+                    synthetic_set, dataset=dataset, strategy=strategy, folder=folder, seed=self.seed
+                )
+                label = f"{dataset.name} / {strategy.name}: the synthetic set"
+                plans.append(Plan(label, functools.partial(run_grid, maker, ["default"], make)))
+            plans.append(self.strategy_plan(dataset, strategy, configs, maker))
+        return plans
+
+    def maker(self, dataset: Dataset, name: str) -> Any:
+        """The one-trial study that makes a file the strategies of ``dataset`` train on."""
+        return grid_study(study_name(self.prefix, dataset.name, name), self.storage, ["default"], self.seed)
+
+    def strategy_plan(
+        self, dataset: Dataset, strategy: Strategy, configs: dict[str, dict[str, Any]], maker: Any
+    ) -> Plan:
+        """The study of one (dataset, strategy) over the grid (or a sampler's search), waiting for its ``maker``."""
+        run_config = functools.partial(
+            _run_config,
+            dataset=dataset,
+            strategy=strategy,
+            base={**dataset.args, **strategy.overrides},
+            configs=configs,
+            out=self.out,
+            seed=self.seed,
+            made_by=maker,
+            share_over=self.n_trials if self.sampler is not None else len(configs),
+        )
+        name = study_name(self.prefix, dataset.name, strategy.name)
+        pruner = strategy.make_pruner(_max_epochs(dataset)) if strategy.pruner else None
+        study = grid_study(name, self.storage, list(configs), self.seed, sampler_of(self.sampler), pruner)
+        for key, value in {
+            "dataset": dataset.name,
+            "strategy": strategy.name,
+            "family": strategy.family,
+            "size": strategy.size,
+            "epochs": strategy.epochs,
+            "configs": {name: _hyperparameter(changes) for name, changes in configs.items()},
+            "search": "grid" if self.sampler is None else "sampled",
+        }.items():
+            study.set_user_attr(key, value)
+        if self.sampler is None:
+            work = functools.partial(run_grid, study, list(configs), run_config)
+        else:
+            defaults = config_defaults(self.grid, dataset.config)
+            work = functools.partial(run_sampled, study, self.grid, defaults, self.n_trials, run_config)
+        return Plan(f"{dataset.name} / {strategy.name}: {len(configs)} configurations", work, maker)
 
 
 def _same_distillation(maker: Any, strategy: Strategy) -> None:
@@ -567,7 +323,7 @@ def _run_config(
         if not share:
             return result
         return {**result, "seconds": result["seconds"] + share, "shared_seconds": share}
-    pruning = _pruning(trial)
+    pruning = pruning_callback(trial)
     result = train(where, run, seed=seed, configuration=name, strategy=strategy.name, extra_callbacks=[pruning])
     if not pruning.reported:  # read back from an earlier attempt: tell the pruner what it saw
         for epoch, accuracy in enumerate(result["epoch_val_acc"], start=1):
@@ -585,50 +341,6 @@ def _max_epochs(dataset: Dataset, changes: dict[str, Any] | None = None) -> int:
 
 def _hyperparameter(changes: dict[str, Any]) -> str:
     return next(iter(changes), "default")
-
-
-def _sampler(spec: dict[str, Any] | None) -> Any:
-    if spec is None:
-        return None
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
-
-
-def collect_results(storage: Any, prefix: str | None = None) -> pd.DataFrame:
-    """One row per configuration of every sweep study in ``storage``, from its first complete trial (a sampled
-    study: every complete trial), with the columns of :data:`RESULT_COLUMNS`."""
-    rdb = storage if not isinstance(storage, str) else open_storage(storage)
-    rows = []
-    for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
-        attrs = summary.user_attrs
-        if "strategy" not in attrs or (prefix and not summary.study_name.startswith(f"{prefix}/")):
-            continue
-        study_obj = optuna.load_study(study_name=summary.study_name, storage=rdb)
-        configs, seen = attrs.get("configs", {}), set()
-        for trial in study_obj.get_trials(deepcopy=False, states=SETTLED):
-            if _state(trial) == "stood_down" or (trial.state == TrialState.PRUNED and not trial.intermediate_values):
-                continue
-            config = trial.user_attrs.get("config") or config_of(trial)
-            if config in seen and attrs.get("search") == "grid":
-                continue  # a rare duplicate of a grid point (two workers at once): its first trial counts
-            seen.add(config)
-            rows.append(
-                {
-                    "dataset": attrs["dataset"],
-                    "strategy": attrs["strategy"],
-                    "family": attrs["family"],
-                    "size": attrs["size"],
-                    "epochs": attrs["epochs"],
-                    "config": config,
-                    "hyperparameter": configs.get(config, config.split("=")[0] if "=" in config else "default"),
-                    "accuracy": trial.value if trial.value is not None else max(trial.intermediate_values.values()),
-                    "seconds": trial.user_attrs.get("seconds"),
-                    "epoch_accuracies": json.dumps(trial.user_attrs.get("epoch_val_acc") or []),
-                    "trial": trial.number,
-                    "pruned": trial.state == TrialState.PRUNED,
-                }
-            )
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 def sweep_report(

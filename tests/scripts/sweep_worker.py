@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_proxy.experiments.sweep import Plan, grid_study, open_storage, run_grid, run_plans
+from lightning_proxy.experiments.studies import Plan, grid_study, open_storage, run_grid, run_plans
 
 
 def main() -> None:
