@@ -200,6 +200,10 @@ def test_distill_refuses_bad_options_before_work(tmp_path):
         distill(TARGET, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="whole pool"):
         distill(Training(TARGET, {"data.subset.fraction": 0.5}), tmp_path / "x.npz")
+    # a text pool is refused by its datamodule's kind: no CSV is read (the folder has none) nor tokenised
+    text = Training("configs/amazon_full_fasttext.yaml", {"data.root": str(tmp_path / "none")})
+    with pytest.raises(ValueError, match="AmazonReviewsDataModule .text, or a folder dataset not decoded.: it cannot"):
+        distill(text, tmp_path / "x.npz")
 
 
 def test_distilled_strategy_names_and_options():

@@ -352,6 +352,57 @@ def _device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _made_already(output: Path, wanted: dict[str, Any]) -> bool:
+    """Whether ``output`` holds the set these settings make; a set made with other settings is refused."""
+    if not output.is_file():
+        return False
+    made = load_synthetic(output)
+    if {key: made.metadata.get(key) for key in wanted} == wanted:
+        return True
+    raise ValueError(
+        f"{output} holds a synthetic set made with other settings ({_differences(made.metadata, wanted)}): "
+        "choose another output or delete it"
+    )
+
+
+def _distillable(
+    training: Any,
+    output: Path,
+    method: str,
+    init: str,
+    ipc: int,
+    iterations: int,
+    checkpoint_every: int,
+    batch_real: int,
+) -> ImagePoolDataModule:
+    """The training's datamodule, once the options and its pool are known to make a synthetic set; else one line."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if init not in ("real", "noise"):
+        raise ValueError(f"init must be 'real' or 'noise', got {init!r}")
+    if ipc < 1 or iterations < 0 or checkpoint_every < 1 or batch_real < 1:
+        raise ValueError(
+            f"ipc, batch_real and checkpoint_every must be at least 1 and iterations at least 0; got ipc {ipc}, "
+            f"batch_real {batch_real}, checkpoint_every {checkpoint_every}, iterations {iterations}"
+        )
+    if output.suffix != ".npz":
+        raise ValueError(f"--output names the synthetic set's .npz file, got {output}")
+    datamodule = training.datamodule()
+    images = isinstance(datamodule, ImagePoolDataModule)  # asked before a text pool would be tokenised
+    if not images or not isinstance(datamodule.train_pool, InMemoryImages):
+        what = type(datamodule.train_pool if images else datamodule).__name__
+        raise ValueError(
+            f"distillation optimises pixels of a pool held in memory as one tensor; {datamodule.name}'s is a "
+            f"{what} (text, or a folder dataset not decoded): it cannot be distilled"
+        )
+    if datamodule.synthetic is not None or datamodule.subset != SubsetSpec():
+        raise ValueError(
+            f"distillation makes a set from the whole pool of {training.config}: drop data.synthetic and "
+            "data.subset from its training"
+        )
+    return datamodule
+
+
 def distill(
     training: Any,
     output: str | Path,
@@ -405,29 +456,8 @@ def distill(
         training = Training(str(training), args or {}, "args")
     elif args:
         training = training.with_overrides(args, "args")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if init not in ("real", "noise"):
-        raise ValueError(f"init must be 'real' or 'noise', got {init!r}")
-    if ipc < 1 or iterations < 0 or checkpoint_every < 1 or batch_real < 1:
-        raise ValueError(
-            f"ipc, batch_real and checkpoint_every must be at least 1 and iterations at least 0; got ipc {ipc}, "
-            f"batch_real {batch_real}, checkpoint_every {checkpoint_every}, iterations {iterations}"
-        )
     output = Path(output)
-    if output.suffix != ".npz":
-        raise ValueError(f"--output names the synthetic set's .npz file, got {output}")
-    datamodule = training.datamodule()
-    if not isinstance(datamodule.train_pool, InMemoryImages):
-        raise ValueError(
-            f"distillation optimises pixels of a pool held in memory as one tensor; {datamodule.name}'s is a "
-            f"{type(datamodule.train_pool).__name__} (text, or a folder dataset not decoded): it cannot be distilled"
-        )
-    if datamodule.synthetic is not None or datamodule.subset != SubsetSpec():
-        raise ValueError(
-            f"distillation makes a set from the whole pool of {training.config}: drop data.synthetic and "
-            "data.subset from its training"
-        )
+    datamodule = _distillable(training, output, method, init, ipc, iterations, checkpoint_every, batch_real)
     model = training.resolved.model
     network = {"arch": model.arch, "arch_kwargs": dict(model.arch_kwargs or {})}
     loops = GM_LOOPS[min(GM_LOOPS, key=lambda n: (abs(n - ipc), n))]
@@ -450,14 +480,8 @@ def distill(
         source_size=datamodule.pool_size,
     )
     wanted = dataclasses.asdict(settings)
-    if output.is_file():
-        made = load_synthetic(output)
-        if {key: made.metadata.get(key) for key in wanted} == wanted:
-            return output
-        raise ValueError(
-            f"{output} holds a synthetic set made with other settings ({_differences(made.metadata, wanted)}): "
-            "choose another output or delete it"
-        )
+    if _made_already(output, wanted):
+        return output
     dev = _device(device)
     real = _RealPool(datamodule, dev)
     from lightning_proxy.models import build_model
