@@ -12,7 +12,7 @@ import pytest
 import lightning_proxy.experiments.coreset as coreset_module
 from lightning_proxy.cli import main
 from lightning_proxy.experiments.compare import compare_rankings
-from lightning_proxy.experiments.runs import Progress, read_result
+from lightning_proxy.experiments.runs import Progress, read_result, run_files, written
 from lightning_proxy.selection import Ranking, load_ranking, save_ranking
 from lightning_proxy.selection.kcenters import greedy_k_centers
 
@@ -78,6 +78,12 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsy
         == load_ranking(out / "seed0" / "proxy" / "entropy.npz").metadata["fingerprint"]
     )
 
+    # each run hands back the files its callbacks wrote, relative to its folder
+    proxy_files = read_result(out / "seed0" / "proxy")["files"]
+    assert proxy_files == {"forgetting": "forgetting.npz", "entropy": "entropy.npz", "embeddings": "embeddings.npy"}
+    assert read_result(out / "seed0" / "full")["files"] == {"forgetting": "forgetting.npz", "entropy": "entropy.npz"}
+    assert read_result(out / "seed0" / "random" / "0.3")["files"] == {}
+
     # a crash in the middle of the fifth training (its folder half written), then a resume; the straight run
     # proved the trainings, so here a training is the straight run's folder copied into place (files and all)
     calls, crash_at = [], [5]
@@ -108,6 +114,21 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsy
     assert not set(calls) & set(finished) and len(calls) == trainings - 4  # the rest, each once
     resumed = pd.read_csv(crashed / "results.csv")
     pd.testing.assert_frame_equal(resumed[RESULT_COLUMNS], results[RESULT_COLUMNS])
+
+
+def test_the_files_of_a_run_are_read_from_its_result_and_a_missing_one_says_what_to_do(tmp_path):
+    folder = tmp_path / "run"
+    save_ranking(folder / "forgetting.npz", ranking(np.arange(4.0)))
+    np.save(folder / "embeddings.npy", np.zeros((4, 2), dtype=np.float32))
+    recorded = {"files": {"forgetting": "forgetting.npz"}}
+    assert run_files(folder, recorded) == {"forgetting": folder / "forgetting.npz"}
+    # a result written before runs recorded their files: the callbacks' default names in the folder
+    assert run_files(folder, {}) == {"embeddings": folder / "embeddings.npy", "forgetting": folder / "forgetting.npz"}
+    with pytest.raises(FileNotFoundError, match=r"wrote no entropy file \(\['forgetting'\]\): delete .* to train"):
+        written(folder, recorded, "entropy")
+    (folder / "forgetting.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="its forgetting file .* is gone: delete .* to train it again"):
+        written(folder, recorded, "forgetting")
 
 
 def test_progress_lines_estimate_from_the_trainings_done_here():

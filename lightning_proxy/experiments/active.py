@@ -39,6 +39,7 @@ from lightning_proxy.experiments.runs import (
     errors_of,
     flat,
     proxy_and_target,
+    run_files,
     seeds_or_default,
     train,
     write_report,
@@ -237,7 +238,7 @@ class Loop:
                 train_seconds = result["seconds"]
                 fit_seconds = result.get("train_seconds", train_seconds)
                 statistic = init["statistics"][0]
-                files = {name: written(selector_run, result, name) for name in result.get("files", {})}
+                files = run_files(selector_run, result)
                 scored_with = load_ranking(written(selector_run, result, statistic)).metadata
                 scoring_seconds = float(scored_with.get("scoring_seconds", 0.0))
             start = time.perf_counter()

@@ -29,6 +29,7 @@ from lightning_proxy.experiments.runs import (
     check_choices,
     errors_of,
     proxy_and_target,
+    run_files,
     seeds_or_default,
     train,
     write_report,
@@ -203,7 +204,7 @@ def _rankings(
     files = {m: written(base / "proxy", proxy, m) for m in statistics}
     files |= {f"oracle_{m}": written(base / "full", full, m) for m in statistics}
     if kcenters:
-        proxy_rankings = [name for name in proxy["files"] if name != "embeddings"]
+        proxy_rankings = [name for name in run_files(base / "proxy", proxy) if name != "embeddings"]
         reference = load_ranking(written(base / "proxy", proxy, proxy_rankings[0]))
         embeddings = written(base / "proxy", proxy, "embeddings")
         files["kcenters"] = k_centers_ranking(embeddings, reference, *kcenters)

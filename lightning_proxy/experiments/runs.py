@@ -149,11 +149,20 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def run_files(folder: Path, result: Mapping[str, Any]) -> dict[str, Path]:
+    """Every file the callbacks of the run in ``folder`` wrote, by stem (``forgetting``, ``entropy``,
+    ``embeddings``), as its result records them."""
+    files = result.get("files")
+    if files is None:  # a result written before runs recorded their files: the callbacks' default names
+        return {found.stem: found for found in sorted(folder.glob("*.np[yz]"))}
+    return {name: folder / path for name, path in files.items()}
+
+
 def written(folder: Path, result: Mapping[str, Any], name: str) -> Path:
-    """The file ``name`` (a stem: ``forgetting``, ``entropy``, ``embeddings``) that the callbacks of the run
-    in ``folder`` wrote, as its result records it; missing, a line that says how to make it again."""
-    files = result.get("files", {})
-    path = folder / files[name] if name in files else None
+    """The file ``name`` that the callbacks of the run in ``folder`` wrote; missing, a line that says how to
+    make it again."""
+    files = run_files(folder, result)
+    path = files.get(name)
     if path is None or not path.is_file():
         what = f"its {name} file {path} is gone" if path is not None else f"it wrote no {name} file ({sorted(files)})"
         raise FileNotFoundError(f"the run in {folder} finished but {what}: delete {folder} to train it again")
