@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one call (at most ~8 minutes on a GPU), full log under $OUT, one table last.
-#   bash benchmarks/gpu_check.sh            # on the lent GPU machine (bring jsonargparse/Optuna wheels)
+#   bash benchmarks/gpu_check.sh            # on a machine with a GPU and the project installed
 #   bash benchmarks/gpu_check.sh --smoke    # tiny sizes on the CPU, one precision and dtype: known to work beforehand
 # Checks: the callbacks' overhead in bf16-mixed and 16-mixed; k-centers at ImageNet size (N=1,281,167,
 # d=512, budget 128,117) in float16 and float32 against the read bandwidth measured on the card; one

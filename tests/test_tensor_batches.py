@@ -5,7 +5,8 @@ from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 
 from lightning_proxy.datamodules import CIFAR10DataModule, DigitsDataModule, SubsetSpec
-from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView, ShardedShuffle, TensorBatches
+from lightning_proxy.datamodules.sharding import ShardedShuffle
+from lightning_proxy.datamodules.tensor_batches import BatchAugment, CentreView, TensorBatches
 
 
 @pytest.mark.parametrize(("n", "world_size"), [(10, 1), (10, 3), (7, 2), (2, 4)])

@@ -1,4 +1,5 @@
-"""An epoch's batches of a set of pool indices, shuffled and split over ranks the same way for every pool.
+"""An epoch's batches of a set of pool indices, shuffled and split over ranks, for pools that make their own
+batches (the image tensor path, text); the per-item ``DataLoader`` path leaves both to Lightning's sampler.
 
 Shuffling is a seeded ``randperm`` per epoch (seed ``PL_GLOBAL_SEED``, as Lightning's own distributed
 sampler), the same on every rank; each rank takes its shard, padded as ``DistributedSampler`` pads, so every

@@ -7,7 +7,7 @@ operations on the whole batch (on the pool's device: a GPU when training on one)
 channels-last layout come with it. Items are the same ``(images, targets, pool_indices)`` as on the
 per-item path, so callbacks, subset rules and scoring see no difference.
 
-Shuffling and sharding over ranks are :mod:`~lightning_proxy.datamodules.sharding`'s, as for every pool.
+Shuffling and sharding over ranks are :mod:`~lightning_proxy.datamodules.sharding`'s, as for text.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import torch
 
 from lightning_proxy.datamodules.download import download_and_verify, missing_dataset_error
 from lightning_proxy.datamodules.pool import PoolDataModule
-from lightning_proxy.datamodules.tensor_batches import ShardedBatches, ShardedShuffle
+from lightning_proxy.datamodules.sharding import ShardedBatches, ShardedShuffle
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "  # VDCNN's 69 symbols
 PAD, UNKNOWN = 0, 1

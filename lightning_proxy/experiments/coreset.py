@@ -63,7 +63,7 @@ def k_centers_ranking(
     ``start`` random points (a count, or a share of the pool when below 1), drawn with ``seed``, come first
     and stay in every subset; greedy farthest-first traversal from them chooses the rest. SVP starts from
     1,000 random points; ``1`` is the classic start from one seeded point. ``reference`` (a ranking of the
-    same run) gives the provenance.
+    scoring pass that made the embeddings) gives the provenance.
     """
     path = embeddings_file.parent / "kcenters.npz"
     if path.is_file():
@@ -159,8 +159,8 @@ def coreset(
         # the target on everything: the baseline, and its own rankings (for the correlations and the oracle)
         full_callbacks = callbacks_for(statistics, False, score_augmented)
         full = train(base / "full", target_training, full_callbacks, seed, (progress, f"full{label}"), role="full")
-        everything = {"seed": seed, "method": "full", "fraction": 1.0, "end_to_end_seconds": full["seconds"]}
-        rows.append({**everything, **_row(full, error)})
+        everything = {"seed": seed, "method": "full", "fraction": 1.0, **_row(full, error)}
+        rows.append({**everything, "end_to_end_seconds": full["seconds"]})
         rankings = _rankings(base, proxy, full, sorted(statistics), kcenters and (max(fractions), seed, kcenters_start))
         for method in subset_methods:
             path, ranking = rankings.get(method, (None, None))
@@ -204,8 +204,8 @@ def _rankings(
     files = {m: written(base / "proxy", proxy, m) for m in statistics}
     files |= {f"oracle_{m}": written(base / "full", full, m) for m in statistics}
     if kcenters:
-        proxy_rankings = [name for name in run_files(base / "proxy", proxy) if name != "embeddings"]
-        reference = load_ranking(written(base / "proxy", proxy, proxy_rankings[0]))
+        scored = next(name for name in SCORES if name in run_files(base / "proxy", proxy))  # the embeddings' pass
+        reference = load_ranking(written(base / "proxy", proxy, scored))
         embeddings = written(base / "proxy", proxy, "embeddings")
         files["kcenters"] = k_centers_ranking(embeddings, reference, *kcenters)
     return {name: (path, load_ranking(path)) for name, path in files.items()}

@@ -256,7 +256,7 @@ def train(
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training in {folder} was interrupted; start the experiment again to resume")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    written = {name: path for cb in trainer.callbacks for name, path in getattr(cb, "written", {}).items()}
+    made = {name: path for cb in trainer.callbacks for name, path in getattr(cb, "written", {}).items()}
     result = {
         "val_acc": metrics.get("val/acc"),
         "val_error": None if metrics.get("val/acc") is None else 1.0 - metrics["val/acc"],
@@ -268,7 +268,7 @@ def train(
         "train_examples": len(datamodule.train_indices),
         "pool_size": datamodule.pool_size,
         "seed": seed,
-        "files": {name: os.path.relpath(path, folder) for name, path in written.items()},
+        "files": {name: os.path.relpath(path, folder) for name, path in made.items()},
         **extra,
     }
     write_text(folder / CONFIG, run.dump())

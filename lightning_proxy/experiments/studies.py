@@ -6,7 +6,9 @@ heartbeats, by the database server's clock, is failed and queued again (``RetryH
 A configuration trained twice by a rare race stands down or counts once. Maker studies (a loss ranking, a
 synthetic set) record the file they made and its sha256, which every worker checks before training on it.
 A :class:`Plan` is one study's work; :func:`run_plans` works on them all until each is complete, whichever
-worker trains it. Nothing here knows what a training is: a plan's work calls back into the sweep.
+worker trains it. What a trial trains is the sweep's: a plan's work calls back into it with the trial, and
+reads back the result's best validation accuracy (or a maker's file); a pruner hears each epoch through
+:func:`pruning_callback`.
 """
 
 from __future__ import annotations
