@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 
 import lightning_proxy.experiments.active as active_module
 from lightning_proxy.callbacks import PostTrainingScores
-from lightning_proxy.experiments.active import labelled_sizes, next_batch
+from lightning_proxy.experiments.active import labelled_sizes
 from lightning_proxy.experiments.runs import read_result
+from lightning_proxy.methods import KCenters, RandomSubset, Ranked, Records
 
 DIGITS = str(Path(__file__).parents[1] / "configs" / "digits.yaml")
 POOL_OF_DIGITS = 1437
@@ -107,7 +108,7 @@ def test_uncertainty_picks_the_most_uncertain_among_the_unlabelled(tmp_path, met
     )
     trainer.fit(Identity(), FixedLogits(logits))
     assert set(scorer.written) == {method}  # what the run hands on, not a path rebuilt by name
-    chosen = next_batch(method, scorer.written, POOL, LABELLED, 6, seed=0)
+    chosen = Ranked(method).next_batch(Records(scorer.written), POOL, LABELLED, 6, seed=0)
 
     p = softmax(logits.double().numpy(), axis=1)
     # least confidence: 1 - max p; SVP's entropy: -sum p log p of the predicted distribution
@@ -134,7 +135,8 @@ def test_k_centers_works_on_pool_positions_and_returns_dataset_indices(tmp_path)
     embeddings = np.full((N, 6), np.nan, dtype=np.float32)  # rows outside the pool were never scored
     embeddings[POOL] = rng.normal(size=(len(POOL), 6)) * rng.uniform(0.5, 3, size=(len(POOL), 1))
     np.save(tmp_path / "embeddings.npy", embeddings)
-    chosen = next_batch("kcenters", {"embeddings": tmp_path / "embeddings.npy"}, POOL, LABELLED, 8, seed=0)
+    records = Records({"embeddings": tmp_path / "embeddings.npy"})
+    chosen = KCenters().next_batch(records, POOL, LABELLED, 8, seed=0)
 
     start = [int(np.flatnonzero(i == POOL)[0]) for i in LABELLED]
     expected = POOL[brute_force_farthest_first(embeddings[POOL].astype(np.float64), start, 8)]
@@ -143,11 +145,11 @@ def test_k_centers_works_on_pool_positions_and_returns_dataset_indices(tmp_path)
 
 
 def test_random_batch_is_new_and_inside_the_pool():
-    chosen = next_batch("random", {}, POOL, LABELLED, 20, seed=5)
+    chosen = RandomSubset().next_batch(Records({}), POOL, LABELLED, 20, seed=5)
     assert len(set(chosen)) == 20 and set(chosen) <= set(POOL) - set(LABELLED)
-    assert chosen.tolist() == next_batch("random", {}, POOL, LABELLED, 20, seed=5).tolist()
+    assert chosen.tolist() == RandomSubset().next_batch(Records({}), POOL, LABELLED, 20, seed=5).tolist()
     with pytest.raises(ValueError, match="only 36 pool examples are unlabelled"):
-        next_batch("random", {}, POOL, LABELLED, 37, seed=5)
+        RandomSubset().next_batch(Records({}), POOL, LABELLED, 37, seed=5)
 
 
 # --- the experiment ----------------------------------------------------------------------------------------
@@ -261,8 +263,10 @@ def test_tiny_active_run_then_resume_after_a_crash(tmp_path, monkeypatch):
 
 
 def test_active_refuses_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match="unknown method 'vibes'"):
         tiny_active(tmp_path, methods=["least_confidence", "vibes"])
+    with pytest.raises(ValueError, match=r"methods \['forgetting', 'ccs'\] pick no active-learning batch"):
+        tiny_active(tmp_path, methods=["forgetting", "ccs", "random"])
     with pytest.raises(ValueError, match="not labelled-set sizes"):
         tiny_active(tmp_path, budgets=[0.12, 0.15])  # 86 examples: between the rounds of 72 and 108
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):

@@ -1,8 +1,8 @@
 """The coreset experiment end to end on digits (tiny trainings), its resume, and compare-rankings."""
 
 import logging
-import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,9 @@ import lightning_proxy.experiments.coreset as coreset_module
 from lightning_proxy.cli import main
 from lightning_proxy.experiments.compare import compare_rankings
 from lightning_proxy.experiments.runs import Progress, read_result, run_files, written
-from lightning_proxy.selection import Ranking, load_ranking, save_ranking
+from lightning_proxy.methods import KCenters, Records
+from lightning_proxy.methods.kcenters import start_count
+from lightning_proxy.selection import Ranking, save_ranking
 from lightning_proxy.selection.kcenters import greedy_k_centers
 
 DIGITS = str(Path(__file__).parents[1] / "configs" / "digits.yaml")
@@ -46,7 +48,8 @@ def tiny_coreset(output: Path, **kw):
 
 
 def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsys, caplog):
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         summary = tiny_coreset(tmp_path / "straight")
     out = tmp_path / "straight"
     said = [record.getMessage() for record in caplog.records]
@@ -55,9 +58,13 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsy
     assert "-" in (out / "summary.txt").read_text() and "nan" not in (out / "summary.txt").read_text().lower()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 14 and lines[0].startswith("[1/14] proxy: error ")  # one line per finished training
-    assert lines[1].startswith("[2/14] full: error ") and lines[-1].startswith("[14/14] oracle_forgetting 0.6: ")
+    assert lines[1].startswith("[2/14] full: error ") and lines[-1].startswith("[14/14] oracle_entropy 0.6: ")
     assert all(" left" in line for line in lines[:-1]) and " left" not in lines[-1]
     results = pd.read_csv(out / "results.csv")
+    # a subset that keeps a class at less than half its share of the pool is said, naming method and size
+    thin = results[(results.method != "full") & (results.min_class_share < 0.5)]
+    said = {str(w.message).split(" (seed")[0] for w in warned if "share of the pool" in str(w.message)}
+    assert said == {f"{row.method} at {row.fraction:g}" for row in thin.itertuples()}
     methods = ["forgetting", "entropy", "kcenters", "random", "oracle_entropy", "oracle_forgetting"]
     assert sorted(set(results.method)) == sorted(["full", *methods])
     for row in results.itertuples():
@@ -68,15 +75,20 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsy
     for name in ("coreset.png", "ranking_correlation.png", "summary.txt", "summary.csv", "ranking_correlation.csv"):
         assert (out / name).stat().st_size > 0, name
 
-    # the k-centers ranking is the greedy order on the proxy's embeddings, first chosen first
-    kcenters = load_ranking(out / "seed0" / "proxy" / "kcenters.npz")
+    # the k-centers subset is the greedy order on the proxy's embeddings, from one seeded point, of its size
     embeddings = np.load(out / "seed0" / "proxy" / "embeddings.npy")
-    assert len(kcenters) == math.ceil(0.6 * POOL)  # the largest fraction's budget; smaller ones are prefixes
-    assert kcenters.indices.tolist() == greedy_k_centers(embeddings, len(kcenters), seed=0).tolist()
-    assert (
-        kcenters.metadata["fingerprint"]
-        == load_ranking(out / "seed0" / "proxy" / "entropy.npz").metadata["fingerprint"]
-    )
+    for fraction in (0.3, 0.6):
+        subset = np.load(out / "seed0" / "kcenters" / f"{fraction:g}" / "subset.npy")
+        expected = greedy_k_centers(embeddings, round(fraction * POOL), seed=0).numpy()
+        assert subset.tolist() == sorted(expected.tolist())
+    # every subset is exactly round(fraction * pool), the one the target trained on, and its class shares recorded
+    for row in results[results.method != "full"].itertuples():
+        subset = np.load(out / "seed0" / row.method / f"{row.fraction:g}" / "subset.npy")
+        assert len(subset) == len(set(subset.tolist())) == round(row.fraction * POOL)
+        assert 0 <= row.min_class_share <= 1
+    assert {"vs_random_mean", "vs_random_std", "min_class_share"} <= set(summary.columns)
+    random_rows = summary[summary.method == "random"]
+    assert (random_rows.vs_random_mean == 0).all()
 
     # each run hands back the files its callbacks wrote, relative to its folder
     proxy_files = read_result(out / "seed0" / "proxy")["files"]
@@ -93,7 +105,7 @@ def test_tiny_coreset_run_then_resume_after_a_crash(tmp_path, monkeypatch, capsy
             return read_result(folder)
         calls.append(folder)
         if len(calls) in crash_at:
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)  # its subset.npy is written before it trains
             (folder / "metrics.csv").write_text("epoch,val/acc\n0,")
             raise RuntimeError("simulated crash")
         shutil.copytree(out / folder.relative_to(crashed), folder, dirs_exist_ok=True)
@@ -147,8 +159,14 @@ def test_progress_lines_estimate_from_the_trainings_done_here():
 
 
 def test_coreset_refuses_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match=r"unknown method 'vibes'; choose from \['random', 'kcenters', 'ccs', 'd2'"):
         tiny_coreset(tmp_path, methods=["forgetting", "vibes"])
+    with pytest.raises(ValueError, match="method ccs: .*unexpected keyword argument 'strta'"):
+        tiny_coreset(tmp_path, methods=[{"name": "ccs", "strta": 5}])
+    with pytest.raises(ValueError, match="name one method twice"):
+        tiny_coreset(tmp_path, methods=["random", "random"])
+    with pytest.raises(ValueError, match="seeds is empty"):
+        tiny_coreset(tmp_path, seeds=[])
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         tiny_coreset(tmp_path, fractions=[0.5, 1.5])
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
@@ -200,13 +218,11 @@ def test_kcenters_start_keeps_its_random_points_then_adds_the_farthest(tmp_path)
     # points on a line; SVP's start: random points (here 2, drawn with the seed: indices 3 and 4, at 3 and 10)
     x = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 20.0, 30.0], dtype=np.float32)
     np.save(tmp_path / "embeddings.npy", x[:, None])
-    reference = ranking(np.arange(8.0), dataset="line")
+    records = Records({"embeddings": tmp_path / "embeddings.npy"}, np.zeros(8, dtype=np.int64))
     assert np.random.default_rng(1).choice(8, 2, replace=False).tolist() == [3, 4]
-    path = coreset_module.k_centers_ranking(tmp_path / "embeddings.npy", reference, 5 / 8, seed=1, start=2)
     # nearest-center distances from {3, 10}: 30 is farthest (20), then 20 (10), then 0 (3)
-    kcenters = load_ranking(path)
-    assert kcenters.indices.tolist() == [3, 4, 7, 6, 0]
-    assert kcenters.metadata["kcenters_start"] == 2 and kcenters.metadata["dataset"] == "line"
-    assert coreset_module.kcenters_start_count(0.25, 8) == 2 and coreset_module.kcenters_start_count(1000, 8) == 1000
+    assert KCenters(start=2).choose(records, np.arange(8), 5, seed=1).tolist() == [3, 4, 7, 6, 0]
+    assert KCenters(start=2).subset(records, 5, seed=1).tolist() == [0, 3, 4, 6, 7]
+    assert start_count(0.25, 8, 8) == 2 and start_count(1000, 8, 8) == 1000 and start_count(1000, 4, 8) == 500
     with pytest.raises(ValueError, match="kcenters_start must be"):
-        coreset_module.kcenters_start_count(1.5, 8)
+        KCenters(start=1.5)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,11 @@ from lightning_proxy.experiments.runs import (
     written,
 )
 from lightning_proxy.files import write_atomically, write_json
+from lightning_proxy.methods import EMBEDDINGS, UNCERTAINTY, Records, SelectionMethod, build_method, callbacks_for
 from lightning_proxy.selection.ranking import load_ranking
 from lightning_proxy.training import Training
 
-METHODS = ("least_confidence", "entropy", "kcenters", "random")
-UNCERTAINTY = ("least_confidence", "entropy")  # scored by PostTrainingScores, most uncertain first
+DEFAULT_METHODS = ["least_confidence", "entropy", "kcenters", "random"]
 SEEDINGS = ("per_training", "fixed")
 SELECTORS = ("proxy", "target")
 STATE = "state.json"
@@ -98,43 +98,6 @@ def labelled_sizes(pool_size: int, schedule: Sequence[float | int], budget: floa
     raise AssertionError("unreachable: every round adds an example")
 
 
-# --- selection -------------------------------------------------------------------------------------------
-def next_batch(
-    method: str, files: Mapping[str, Path], pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
-) -> np.ndarray:
-    """The ``size`` dataset indices to label next, in the order chosen.
-
-    Args:
-        method: ``least_confidence`` (highest ``1 - max p`` first), ``entropy`` (highest entropy of the
-            predicted distribution first), ``kcenters`` or ``random``.
-        files: what the selector's run wrote, by stem (``<method>``: its ranking, ``embeddings``); none for random.
-        pool: sorted dataset indices of the active-learning pool.
-        labelled: dataset indices already labelled (a subset of ``pool``).
-        size: how many to add.
-        seed: seed of the random choice.
-    """
-    unlabelled = np.setdiff1d(pool, labelled)
-    if size > len(unlabelled):
-        raise ValueError(f"cannot label {size} more: only {len(unlabelled)} pool examples are unlabelled")
-    if method == "random":
-        return np.random.default_rng(seed).choice(unlabelled, size, replace=False)
-    if method in UNCERTAINTY:
-        ranking = load_ranking(files[method])
-        order = ranking.indices[np.isin(ranking.indices, unlabelled)]  # most uncertain first
-        if len(order) < size:
-            raise ValueError(f"{files[method]} scores {len(order)} unlabelled examples, {size} needed")
-        return order[:size]
-    if method == "kcenters":
-        from lightning_proxy.selection.kcenters import greedy_k_centers
-
-        embeddings = np.load(files["embeddings"], mmap_mode="r")
-        rows = np.ascontiguousarray(embeddings[pool])  # row p = pool position p
-        start = np.searchsorted(pool, labelled)  # pool positions of the labelled examples
-        positions = greedy_k_centers(rows, size, start=start).numpy()
-        return pool[positions]
-    raise ValueError(f"unknown selection method {method!r}; choose from {list(METHODS)}")
-
-
 def save_indices(path: Path, indices: np.ndarray) -> Path:
     """Atomically, as a ``.npy`` that ``data.subset.indices`` reads."""
     write_atomically(path, lambda tmp: np.save(tmp, np.asarray(indices, dtype=np.int64)))
@@ -155,7 +118,7 @@ class Loop:
     def __init__(
         self,
         folder: Path,
-        method: str,
+        method: SelectionMethod,
         selector: str | None,
         training: Training,
         pool: np.ndarray,
@@ -215,21 +178,16 @@ class Loop:
             labelled = self.labelled[:have]
             train_seconds = fit_seconds = scoring_seconds = 0.0
             files: dict[str, Path] = {}
-            if self.method != "random":
+            if self.method.needs():
                 # score what the method needs: the unlabelled pool, plus the labelled set for k-centers' start
-                scored = self.pool if self.method == "kcenters" else np.setdiff1d(self.pool, labelled)
+                needs = self.method.needs()
+                scored = self.pool if EMBEDDINGS in needs else np.setdiff1d(self.pool, labelled)
                 scored_file = save_indices(self.folder / f"scored_{have}.npy", scored)
-                init = {
-                    "statistics": [self.method] if self.method in UNCERTAINTY else ["least_confidence"],
-                    "embeddings": self.method == "kcenters",
-                    "indices": str(scored_file),
-                    "augment": self.score_augmented,
-                }
                 selector_run = self.run_folder(self.selector, have)
                 result = train(
                     selector_run,
                     self.training.with_overrides({"data.subset.indices": str(self.labelled_file(have))}),
-                    [{"class_path": "lightning_proxy.callbacks.PostTrainingScores", "init_args": init}],
+                    callbacks_for(needs, self.score_augmented, scored=str(scored_file)),
                     self.training_seed(self.selector, have),
                     None if progress is None else (progress, f"{self.folder.name} selector, {have} labelled"),
                     role=f"{self.selector} selector",
@@ -237,12 +195,16 @@ class Loop:
                 )
                 train_seconds = result["seconds"]
                 fit_seconds = result.get("train_seconds", train_seconds)
-                statistic = init["statistics"][0]
                 files = run_files(selector_run, result)
+                statistic = next(name for name in files if name != EMBEDDINGS)  # of the scoring pass
                 scored_with = load_ranking(written(selector_run, result, statistic)).metadata
                 scoring_seconds = float(scored_with.get("scoring_seconds", 0.0))
             start = time.perf_counter()
-            batch = next_batch(self.method, files, self.pool, labelled, want - have, self.seed * 1_000_003 + r)
+            unlabelled = len(self.pool) - len(labelled)
+            if want - have > unlabelled:
+                raise ValueError(f"cannot label {want - have} more: only {unlabelled} pool examples are unlabelled")
+            records = Records(files, None, self.folder)
+            batch = self.method.next_batch(records, self.pool, labelled, want - have, self.seed * 1_000_003 + r)
             select_seconds = time.perf_counter() - start
             self.state["labelled"] = [*labelled.tolist(), *batch.tolist()]
             self.state["rounds"].append(
@@ -296,7 +258,8 @@ def active(
         target_args: overrides of the target's config.
         data_args: overrides of both; ``data.subset.*`` here chooses the active-learning pool (e.g.
             ``data.subset.fraction: 0.5``, or ``data.subset.classes``), which may be part of the dataset.
-        methods: ``least_confidence``, ``entropy``, ``kcenters``, ``random`` (default: all four).
+        methods: ``least_confidence``, ``entropy``, ``margin`` (the most uncertain first), ``kcenters``, ``random``
+            (default: least confidence, entropy, k-centers, random).
         selectors: ``proxy`` and/or ``target`` (default both; random selection needs no selector).
         schedule: the initial labelled share, then the growth per round, the last step repeated; floats
             are shares of the pool, ints counts (default ``[0.02, 0.08, 0.1]``: 2 %, 10 %, 20 %, ...).
@@ -311,7 +274,10 @@ def active(
         score_augmented: the selector scores one training-augmented view of each unlabelled example (and
             k-centers embeds one), as SVP; default un-augmented (reproducible selections).
     """
-    methods = check_choices(methods or METHODS, METHODS, "methods")
+    chosen = [build_method(m) for m in methods or DEFAULT_METHODS]
+    if passive := [m.name for m in chosen if not m.active]:
+        known = [*UNCERTAINTY, "kcenters", "random"]
+        raise ValueError(f"methods {passive} pick no active-learning batch; choose from {known}")
     selectors = check_choices(selectors or SELECTORS, SELECTORS, "selectors")
     schedule = list(schedule or [0.02, 0.08, 0.1])
     budgets = list(budgets or [0.1, 0.2, 0.3, 0.4, 0.5])
@@ -332,15 +298,15 @@ def active(
         raise ValueError(f"budgets {missing} are not labelled-set sizes the schedule {schedule} reaches: {sizes}")
     out = Path(output)
     rows = []
-    loops = [("random", None)] if "random" in methods else []
-    loops += [(m, s) for s in selectors for m in methods if m != "random"]
-    rounds = sum(len(sizes) - 1 for m, _ in loops if m != "random") + len(loops) * len(budget_sizes)
+    loops = [(m, None) for m in chosen if not m.needs()]  # random: no selector
+    loops += [(m, s) for s in selectors for m in chosen if m.needs()]
+    rounds = sum(len(sizes) - 1 for m, s in loops if s is not None) + len(loops) * len(budget_sizes)
     progress = Progress(len(seeds) * rounds)
     for seed in seeds:
         for method, selector in loops:
-            name = method if selector is None else f"{selector}_{method}"
+            name = method.name if selector is None else f"{selector}_{method.name}"
             identity = {"pool_size": len(pool), "dataset_size": dataset_size, "fingerprint": fingerprint}
-            identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method}
+            identity |= {"pool_head": pool[:8].tolist(), "sizes": sizes, "seed": seed, "method": method.name}
             identity |= {"seeding": seeding, "score_augmented": score_augmented}
             training = trainings[selector or "target"]
             folder = out / f"seed{seed}" / name
@@ -361,7 +327,7 @@ def active(
                     {
                         "seed": seed,
                         "selector": selector or "none",
-                        "method": method,
+                        "method": method.name,
                         "budget": budget,
                         "labelled": size,
                         **errors_of(result, error),

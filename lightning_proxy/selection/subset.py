@@ -14,7 +14,8 @@ from typing import Literal
 
 import numpy as np
 
-from lightning_proxy.selection.ranking import load_ranking, pool_fingerprint
+from lightning_proxy.selection.coverage import ccs, class_quotas, paper_cutoff, per_class
+from lightning_proxy.selection.ranking import Ranking, load_ranking, pool_fingerprint
 
 
 @dataclass
@@ -25,7 +26,9 @@ class SubsetSpec:
     labels remapped to ``0..k-1``; then exactly one of ``indices`` (an explicit list, e.g. active
     learning's labelled set), ``ranking`` (keep the ``fraction`` or ``count`` with the highest or lowest
     scores after skipping a ``skip`` band at that end) or a seeded random ``fraction`` / ``count``.
-    ``balanced`` takes the same fraction from every class.
+    ``balanced`` keeps every class's share of the pool (quotas that add up to the size asked). With
+    ``rule: ccs`` a ranking is not cut at one end: coverage-centric selection removes its hardest ``cutoff``
+    share (by the ranking's direction), then spreads the size over ``strata`` equal-width strata of its scores.
 
     Args:
         fraction: share of the (class-restricted) pool to keep, in (0, 1].
@@ -38,7 +41,11 @@ class SubsetSpec:
         balanced: keep the same share of every class.
         indices: explicit pool indices, or the path of a ``.npy``, ``.txt`` or ``.json`` file holding them.
         other_classes: keep the classes that ``classes`` leaves out instead (the 000 paper's "other half").
-        seed: seed of the random draws (random fraction, class draw).
+        seed: seed of the random draws (random fraction, class draw, CCS's strata, quota ties).
+        rule: how a ranking chooses: ``top`` (the kept end, after ``skip``) or ``ccs`` (coverage-centric).
+        strata: CCS's number of equal-width score strata (its paper's 50).
+        cutoff: CCS's share of the pool removed as the hardest first; default by the pruning rate (none below
+            70 % pruned, 10 % at 70 %, 20 % at 80 %, 30 % at 90 %: its authors' settings at 80 and 90 %).
     """
 
     fraction: float = 1.0
@@ -51,6 +58,9 @@ class SubsetSpec:
     indices: list[int] | str | None = None
     other_classes: bool = False
     seed: int = 0
+    rule: Literal["top", "ccs"] = "top"
+    strata: int = 50
+    cutoff: float | None = None
 
     def __post_init__(self) -> None:
         if self.ranking is not None and not isinstance(self.ranking, str | os.PathLike):
@@ -76,6 +86,17 @@ class SubsetSpec:
             raise ValueError(f"subset.keep must be 'highest' or 'lowest', got {self.keep!r}")
         if self.indices is not None and (self.ranking is not None or self.fraction != 1.0 or self.count):
             raise ValueError("subset.indices is an explicit list: do not combine it with ranking/fraction/count")
+        if self.rule not in ("top", "ccs"):
+            raise ValueError(f"subset.rule must be 'top' or 'ccs', got {self.rule!r}")
+        if self.rule == "ccs" and (self.ranking is None or self.skip):
+            raise ValueError(
+                "subset.rule ccs chooses from a ranking's scores (give subset.ranking) and removes its own hardest "
+                "share (subset.cutoff, not subset.skip)"
+            )
+        if self.strata < 1 or (self.cutoff is not None and not 0.0 <= self.cutoff < 1.0):
+            raise ValueError(
+                f"subset.strata must be at least 1 and subset.cutoff in [0, 1), got {self.strata} and {self.cutoff}"
+            )
         if self.other_classes and self.classes is None:
             raise ValueError("subset.other_classes keeps the classes that subset.classes leaves out: give classes too")
         if isinstance(self.classes, int) and self.classes < 2:
@@ -148,46 +169,90 @@ def read_indices(
     return values.astype(np.int64)
 
 
-def _take(ordered: np.ndarray, skip: float, size: int, n_pool: int) -> np.ndarray:
+def _take(ordered: np.ndarray, skip: float, size: int, n_pool: int, where: str = "") -> np.ndarray:
     """``size`` examples of an ordered candidate list after skipping the first ``skip`` share of the pool."""
     start = round(skip * n_pool)
     if start + size > n_pool:
-        raise ValueError(f"subset asks for {size} examples after skipping {start}, but the pool has {n_pool}")
+        raise ValueError(f"subset asks for {size} examples{where} after skipping {start}, but there are {n_pool}")
     if start + size > len(ordered):
-        raise ValueError(f"the ranking scores only {len(ordered)} of the {n_pool} candidates; it cannot supply {size}")
-    return ordered[start : start + max(size, 1)]
+        raise ValueError(
+            f"the ranking scores only {len(ordered)} of the {n_pool} candidates{where}; it cannot supply {size}"
+        )
+    return ordered[start : start + size]
 
 
 def select_subset(
     spec: SubsetSpec,
     targets: np.ndarray,
-    class_names: list[str],
+    class_names: list[str] | None = None,
     dataset_name: str = "this dataset",
 ) -> np.ndarray:
-    """Sorted pool indices of the examples ``spec`` keeps, out of a pool with these ``targets``."""
+    """Sorted pool indices of the examples ``spec`` keeps, out of a pool with these ``targets``.
+
+    ``class_names`` (in label order) are needed only to name the classes of ``spec.classes``; by default the
+    labels themselves, as strings.
+    """
     targets = np.asarray(targets, dtype=np.int64)
     n = len(targets)
+    if class_names is None:
+        class_names = [str(c) for c in range(int(targets.max(initial=-1)) + 1)]
     kept_classes = choose_classes(spec, class_names)
     in_classes = np.isin(targets, kept_classes)
     if spec.indices is not None:
         chosen = read_indices(spec.indices, pool_size=n, where=f" of {dataset_name}")
         if len(np.unique(chosen)) != len(chosen):
-            raise ValueError("subset.indices repeat an index")
+            repeated = int(chosen[np.flatnonzero(np.bincount(chosen) > 1)[0]]) if len(chosen) else None
+            raise ValueError(f"subset.indices {_source(spec.indices)} repeat index {repeated}")
         return np.sort(chosen[in_classes[chosen]])
+    n_kept = int(in_classes.sum())
+    size = spec.count if spec.count is not None else round(spec.fraction * n_kept)
+    if size > n_kept:
+        raise ValueError(f"subset.count {size} exceeds the {n_kept} examples of {dataset_name} it chooses from")
+    ranking = None
     if spec.ranking is not None:
         ranking = load_ranking(spec.ranking)
         ranking.check_pool(n, pool_fingerprint(targets), where=dataset_name)
+    if spec.rule == "ccs":
+        return np.sort(_ccs_subset(spec, ranking, targets, in_classes, size))
+    if ranking is not None:
         ordered = ranking.indices if spec.keep == "highest" else ranking.indices[::-1]
     else:
         ordered = np.random.default_rng(spec.seed).permutation(n)
     ordered = ordered[in_classes[ordered]]
-    n_kept = int(in_classes.sum())
-    share = spec.fraction if spec.count is None else spec.count / n_kept
     if not spec.balanced:
-        size = spec.count if spec.count is not None else round(share * n_kept)
         return np.sort(_take(ordered, spec.skip, size, n_kept))
+    quotas = class_quotas(targets[in_classes], size, spec.seed)
     parts = []
-    for c in kept_classes:
-        of_class = ordered[targets[ordered] == c]
-        parts.append(_take(of_class, spec.skip, round(share * len(of_class)), len(of_class)))
+    for c, quota in quotas.items():
+        of_class, n_class = ordered[targets[ordered] == c], int((targets[in_classes] == c).sum())
+        where = f" of class {class_names[c]}" + (f" in {spec.ranking}" if spec.ranking else "")
+        parts.append(_take(of_class, spec.skip, quota, n_class, where))
     return np.sort(np.concatenate(parts))
+
+
+def _ccs_subset(
+    spec: SubsetSpec, ranking: Ranking, targets: np.ndarray, in_classes: np.ndarray, size: int
+) -> np.ndarray:
+    """CCS over the ranking's scores of the candidates, per class with ``balanced``."""
+    scored = ranking.indices[in_classes[ranking.indices]]
+    score_of = dict(zip(ranking.indices.tolist(), ranking.scores.tolist(), strict=True))
+    if len(scored) < in_classes.sum():
+        raise ValueError(
+            f"subset.rule ccs: {spec.ranking} scores {len(scored)} of the {int(in_classes.sum())} candidates; "
+            "CCS stratifies the scores of the whole pool"
+        )
+    direction = ranking.metadata.get("direction")
+    harder_high = direction == "higher_is_harder" if direction else spec.keep == "highest"
+    cutoff = paper_cutoff(size / len(scored)) if spec.cutoff is None else spec.cutoff
+
+    def choose(members: np.ndarray, budget: int) -> np.ndarray:
+        scores = np.array([score_of[i] for i in members.tolist()])
+        return members[ccs(scores, budget, harder_high, cutoff, spec.strata, spec.seed)]
+
+    if spec.balanced:
+        return per_class(targets, scored, size, choose, spec.seed)
+    return choose(scored, size)
+
+
+def _source(indices: list[int] | str) -> str:
+    return str(indices) if isinstance(indices, str) else "(the list given)"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import lightning_proxy.experiments.active as active_module
+from lightning_proxy.methods import KCenters, Ranked
 
 DIGITS = str(Path(__file__).parents[2] / "configs" / "digits.yaml")
 DDP = {
@@ -35,18 +36,24 @@ def record(out: Path, kind: str, values) -> None:
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    real_next_batch, real_train = active_module.next_batch, active_module.train
+    real_train = active_module.train
 
-    def next_batch(*args, **kwargs):
-        batch = real_next_batch(*args, **kwargs)
-        record(out, "selected", batch)
-        return batch
+    def recorded(real):
+        def next_batch(self, *args, **kwargs):
+            batch = real(self, *args, **kwargs)
+            record(out, "selected", batch)
+            return batch
+
+        return next_batch
+
+    for method in (Ranked, KCenters):  # the methods this run selects with
+        method.next_batch = recorded(method.next_batch)
 
     def train(folder, training, *args, **kwargs):
         record(out, "trained_on", np.load(training.overrides["data.subset.indices"]))
         return real_train(folder, training, *args, **kwargs)
 
-    active_module.next_batch, active_module.train = next_batch, train
+    active_module.train = train
     active_module.active(
         proxy_config=DIGITS,
         target_config=DIGITS,

@@ -1,0 +1,36 @@
+"""Coverage-centric coreset selection (Zheng et al., ICLR 2023) over any recorded statistic."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lightning_proxy.methods.base import STATISTICS, Records, SelectionMethod
+from lightning_proxy.selection.coverage import ccs, paper_cutoff
+
+
+class CCS(SelectionMethod):
+    """The hardest ``cutoff`` share removed (default: the paper's rule for the pruning rate), then the budget
+    spread over ``strata`` equal-width strata of ``statistic`` (AUM by default, as the paper), the smallest
+    strata filled first. Per class with ``balanced``."""
+
+    name = "ccs"
+    oracle = True
+
+    def __init__(self, statistic: str = "aum", cutoff: float | None = None, strata: int = 50) -> None:
+        if statistic not in STATISTICS:
+            raise ValueError(f"ccs: statistic must be one of {list(STATISTICS)}, got {statistic!r}")
+        if (cutoff is not None and not 0.0 <= cutoff < 1.0) or strata < 1:
+            raise ValueError(f"ccs: cutoff is a share in [0, 1) and strata at least 1, got {cutoff} and {strata}")
+        self.statistic, self.cutoff, self.strata = statistic, cutoff, strata
+        if statistic != "aum":
+            self.name = f"ccs_{statistic}"
+
+    def needs(self) -> set[str]:
+        return {self.statistic}
+
+    def choose(self, records: Records, candidates: np.ndarray, size: int, seed: int) -> np.ndarray:
+        scores = records.scores(self.statistic)[candidates]
+        if np.isnan(scores).any():
+            raise ValueError(f"ccs: {self.statistic} scores {int((~np.isnan(scores)).sum())} of the candidates")
+        cutoff = paper_cutoff(size / len(candidates)) if self.cutoff is None else self.cutoff
+        return candidates[ccs(scores, size, records.higher_is_harder(self.statistic), cutoff, self.strata, seed)]
