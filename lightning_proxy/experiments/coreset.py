@@ -30,6 +30,7 @@ from lightning_proxy.experiments.runs import (
     check_choices,
     errors_of,
     proxy_and_target,
+    read_result,
     run_files,
     seeds_or_default,
     train,
@@ -112,8 +113,8 @@ def coreset(
         # the target on everything: the baseline, and its own records (for the correlations and the oracle)
         full_callbacks = callbacks_for(full_needs, score_augmented)
         full = train(base / "full", target_training, full_callbacks, seed, (progress, f"full{label}"), role="full")
-        rows.append({"seed": seed, "method": "full", "fraction": 1.0, **_row(full, error), "min_class_share": 1.0})
-        rows[-1]["end_to_end_seconds"] = full["seconds"]
+        everything = {"seed": seed, "method": "full", "fraction": 1.0, **_row(full, error), "min_class_share": 1.0}
+        rows.append({**everything, "end_to_end_seconds": full["seconds"]})
         records = {
             "proxy": Records(run_files(base / "proxy", proxy), targets, base / "proxy"),
             "full": Records(run_files(base / "full", full), targets, base / "full"),
@@ -134,6 +135,7 @@ def coreset(
                     (progress, f"{name} {fraction:g}{label}"),
                     role=name,
                     fraction=fraction,
+                    selection_seconds=selection,
                 )
                 rows.append(
                     {
@@ -156,7 +158,11 @@ def _subset(
     method: SelectionMethod, records: Records, fraction: float, seed: int, balanced: bool, folder: Path
 ) -> tuple[np.ndarray, float]:
     """The method's subset of ``round(fraction * pool)`` examples, written as ``subset.npy`` in the target's run
-    folder (what its ``data.subset.indices`` reads), and the seconds the choice took."""
+    folder (what its ``data.subset.indices`` reads), and the seconds the choice took; a finished run's subset is
+    read back, not chosen again."""
+    done = read_result(folder)
+    if done is not None and "selection_seconds" in done and (folder / "subset.npy").is_file():
+        return np.load(folder / "subset.npy"), float(done["selection_seconds"])
     size = round(fraction * len(records.targets))
     began = time.perf_counter()
     indices = method.subset(records, size, seed, balanced)

@@ -70,12 +70,12 @@ class Records:
             raise FileNotFoundError(f"the run in {self.folder} recorded no embeddings (it has {sorted(self.files)})")
         return np.load(self.files[EMBEDDINGS], mmap_mode="r")
 
-    def scores(self, name: str) -> np.ndarray:
-        """The ranking's score of every pool example (NaN where unscored), in pool order."""
-        ranking = self.ranking(name)
-        out = np.full(len(self.targets), np.nan)
-        out[ranking.indices] = ranking.scores
-        return out
+    def scores(self, name: str, candidates: np.ndarray, who: str) -> np.ndarray:
+        """The ranking's score of each of the ``candidates`` (pool indices); every one must be scored."""
+        scores = self.ranking(name).dense_scores(len(self.targets))[candidates]
+        if np.isnan(scores).any():
+            raise ValueError(f"{who}: {name} scores {int((~np.isnan(scores)).sum())} of the {len(scores)} candidates")
+        return scores
 
     def higher_is_harder(self, name: str) -> bool:
         return self.ranking(name).metadata.get("direction") != "higher_is_easier"

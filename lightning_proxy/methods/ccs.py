@@ -29,8 +29,6 @@ class CCS(SelectionMethod):
         return {self.statistic}
 
     def choose(self, records: Records, candidates: np.ndarray, size: int, seed: int) -> np.ndarray:
-        scores = records.scores(self.statistic)[candidates]
-        if np.isnan(scores).any():
-            raise ValueError(f"ccs: {self.statistic} scores {int((~np.isnan(scores)).sum())} of the candidates")
+        scores = records.scores(self.statistic, candidates, "ccs")
         cutoff = paper_cutoff(size / len(candidates)) if self.cutoff is None else self.cutoff
         return candidates[ccs(scores, size, records.higher_is_harder(self.statistic), cutoff, self.strata, seed)]

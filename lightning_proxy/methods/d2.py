@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from lightning_proxy.methods.base import EMBEDDINGS, STATISTICS, Records, SelectionMethod
-from lightning_proxy.selection.coverage import paper_cutoff
+from lightning_proxy.selection.coverage import paper_cutoff, without_hardest
 from lightning_proxy.selection.graph import d2_pruning
 
 
@@ -41,17 +41,13 @@ class D2Pruning(SelectionMethod):
         return {self.statistic, EMBEDDINGS}
 
     def choose(self, records: Records, candidates: np.ndarray, size: int, seed: int) -> np.ndarray:
-        raw = records.scores(self.statistic)[candidates]
-        if np.isnan(raw).any():
-            raise ValueError(f"d2: {self.statistic} scores {int((~np.isnan(raw)).sum())} of the candidates")
+        raw = records.scores(self.statistic, candidates, "d2")
         finite = raw[np.isfinite(raw)]
         top = finite.max(initial=0.0)
         raw = np.where(np.isposinf(raw), top + 1.0, np.where(np.isneginf(raw), finite.min(initial=0.0) - 1.0, raw))
         difficulty = raw - raw.min() if records.higher_is_harder(self.statistic) else raw.max() - raw
         cutoff = paper_cutoff(size / len(candidates)) if self.cutoff is None else self.cutoff
-        removed = min(round(cutoff * len(candidates)), len(candidates) - size)
-        tie = np.random.default_rng(seed).permutation(len(candidates))
-        kept = np.lexsort((tie, -difficulty))[removed:]  # the hardest first, ties in a seeded order
+        kept = without_hardest(difficulty, size, True, cutoff, np.random.default_rng(seed))
         device = "cuda" if torch.cuda.is_available() else None
         rows = np.asarray(records.embeddings[candidates[kept]])
         order = d2_pruning(rows, difficulty[kept], size, self.k, self.gamma_forward, self.gamma_reverse, seed, device)

@@ -77,6 +77,16 @@ def stratum_budgets(sizes: np.ndarray, budget: int) -> np.ndarray:
     return out
 
 
+def without_hardest(
+    scores: np.ndarray, budget: int, higher_is_harder: bool, cutoff: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Positions into ``scores`` left once the hardest ``cutoff`` share is removed (ties in an order drawn with
+    ``rng``), hardest first; at least ``budget`` are left, whatever the cut-off."""
+    n = len(scores)
+    removed = min(round(cutoff * n), n - budget)
+    return np.lexsort((rng.permutation(n), -scores if higher_is_harder else scores))[removed:]
+
+
 def ccs(
     scores: np.ndarray,
     budget: int,
@@ -97,9 +107,7 @@ def ccs(
     if not 0.0 <= cutoff < 1.0 or strata < 1:
         raise ValueError(f"ccs: the cutoff is a share in [0, 1) and strata at least 1, got {cutoff} and {strata}")
     rng = np.random.default_rng(seed)
-    removed = min(round(cutoff * n), n - budget)
-    hardest_first = np.lexsort((rng.permutation(n), -scores if higher_is_harder else scores))
-    kept = hardest_first[removed:]
+    kept = without_hardest(scores, budget, higher_is_harder, cutoff, rng)
     if budget == 0 or len(kept) == 0:
         return np.zeros(0, dtype=np.int64)
     stratum = strata_of(scores[kept], strata)

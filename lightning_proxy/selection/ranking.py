@@ -110,6 +110,12 @@ class Ranking:
         scores = np.arange(len(order), 0, -1, dtype=np.float64)
         return cls.for_pool(scores, pool, statistic, order, **{"direction": "higher_is_chosen_first", **metadata})
 
+    def dense_scores(self, num_examples: int) -> np.ndarray:
+        """Every pool example's score in pool order, NaN where the ranking does not score it."""
+        out = np.full(num_examples, np.nan)
+        out[self.indices] = self.scores
+        return out
+
     def __len__(self) -> int:
         return len(self.indices)
 

@@ -235,7 +235,7 @@ def _ccs_subset(
 ) -> np.ndarray:
     """CCS over the ranking's scores of the candidates, per class with ``balanced``."""
     scored = ranking.indices[in_classes[ranking.indices]]
-    score_of = dict(zip(ranking.indices.tolist(), ranking.scores.tolist(), strict=True))
+    score_of = ranking.dense_scores(len(targets))
     if len(scored) < in_classes.sum():
         raise ValueError(
             f"subset.rule ccs: {spec.ranking} scores {len(scored)} of the {int(in_classes.sum())} candidates; "
@@ -246,8 +246,7 @@ def _ccs_subset(
     cutoff = paper_cutoff(size / len(scored)) if spec.cutoff is None else spec.cutoff
 
     def choose(members: np.ndarray, budget: int) -> np.ndarray:
-        scores = np.array([score_of[i] for i in members.tolist()])
-        return members[ccs(scores, budget, harder_high, cutoff, spec.strata, spec.seed)]
+        return members[ccs(score_of[members], budget, harder_high, cutoff, spec.strata, spec.seed)]
 
     if spec.balanced:
         return per_class(targets, scored, size, choose, spec.seed)
