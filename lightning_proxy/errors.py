@@ -22,6 +22,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
     FileNotFoundError,
     NotADirectoryError,
+    ModuleNotFoundError,  # an optional package: the message names the extra that installs it
 )
 
 

@@ -51,6 +51,16 @@ def test_ccs_strata_counts_on_a_small_pool_by_hand():
     assert not {0, 1} & set(chosen.tolist())
 
 
+def test_ccs_puts_never_learned_examples_in_the_hardest_stratum():
+    # forgetting counts with two never learned (infinite): strata over the finite range [0, 4], the infinite
+    # ones in the top stratum beside 4; with 2 strata and 4 to spend, the top one (4, inf, inf) gives 2
+    scores = np.array([0.0, 0.0, 1.0, 1.0, 4.0, np.inf, np.inf])
+    chosen = ccs(scores, 4, higher_is_harder=True, cutoff=0.0, strata=2, seed=0)
+    assert len(chosen) == 4 and int((chosen >= 4).sum()) == 2
+    chosen = ccs(scores, 3, higher_is_harder=True, cutoff=0.3, strata=2, seed=0)  # the two infinite removed first
+    assert not {5, 6} & set(chosen.tolist())
+
+
 def test_ccs_cutoff_follows_the_pruning_rate():
     assert [paper_cutoff(kept) for kept in (1.0, 0.7, 0.5, 0.3, 0.2, 0.1)] == [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]
 

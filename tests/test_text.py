@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,73 @@ def test_every_text_model_builds_and_runs_on_token_ids(name):
     features = model.forward_features(ids)
     assert model(ids).shape == (2, 5) and features.shape == (2, model.num_features)
     assert torch.allclose(model.forward_head(features), model(ids))
+
+
+def test_harder_synthetic_reviews_flip_the_labels_asked_and_skew_the_classes(tmp_path):
+    def labels(folder, split):
+        with open(folder / f"{split}.csv", newline="", encoding="utf-8") as handle:
+            return np.array([int(row[0]) for row in csv.reader(handle)])
+
+    clean = write_synthetic_reviews(tmp_path / "clean", "full", train_rows=4000, test_rows=500, seed=4)
+    noisy = write_synthetic_reviews(tmp_path / "noisy", "full", train_rows=4000, test_rows=500, seed=4, label_noise=0.2)
+    flipped = labels(clean, "train") != labels(noisy, "train")  # the same words: only the flips differ
+    assert abs(flipped.mean() - 0.2) < 0.02
+    assert (labels(clean, "test") == labels(noisy, "test")).all()  # test labels stay true
+    with open(clean / "train.csv", encoding="utf-8") as a, open(noisy / "train.csv", encoding="utf-8") as b:
+        assert [r[1:] for r in csv.reader(a)] == [r[1:] for r in csv.reader(b)]
+    skewed = write_synthetic_reviews(tmp_path / "skewed", "full", train_rows=6000, test_rows=10, imbalance=4)
+    counts = np.bincount(labels(skewed, "train"))[1:]
+    assert 3.3 < counts[0] / counts[-1] < 4.8 and (np.diff(counts) < 0).all()
+    with pytest.raises(ValueError, match="label_noise in"):
+        write_synthetic_reviews(tmp_path / "bad", label_noise=1.0)
+
+
+def test_shared_vocabulary_lends_a_neighbour_classes_words(tmp_path):
+    folder = write_synthetic_reviews(tmp_path, "full", train_rows=500, test_rows=10, shared=0.5, seed=1)
+    lent = own = 0
+    with open(folder / "train.csv", newline="", encoding="utf-8") as handle:
+        for row in csv.reader(handle):
+            label = int(row[0]) - 1
+            cues = re.findall(r"class(\d)cue", row[1] + " " + row[2])
+            own += sum(int(c) == label for c in cues)
+            lent += sum(abs(int(c) - label) == 1 for c in cues)
+            assert all(abs(int(c) - label) <= 1 for c in cues)
+    assert 0.35 < lent / (lent + own) < 0.5  # half borrowed, less the clipped ones at the ends that stay own
+
+
+def test_debian_descriptions_become_a_release_the_text_datamodule_reads(tmp_path):
+    import importlib.util
+    import lzma
+
+    script = Path(__file__).parents[1] / "benchmarks" / "debian_descriptions.py"
+    spec = importlib.util.spec_from_file_location("debian_descriptions", script)
+    debian = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(debian)
+    packages, translations = [], []
+    for i, section in enumerate(["admin", "games", "net", "science", "sound", "libs"] * 4):
+        md5 = f"{i:032x}"
+        source = f"Source: src{i}\n" if i % 4 else ""
+        packages.append(f"Package: pkg{i}\n{source}Description: s\nDescription-md5: {md5}\nSection: {section}\n")
+        translations.append(
+            f'Package: pkg{i}\nDescription-md5: {md5}\nDescription-en: tool {i}, "q"\n line one\n .\n {section} line\n'
+        )
+    packages.append("Package: pkg1-data\nSource: src1\nDescription-md5: extra\nSection: games\n")  # no translation
+    (tmp_path / "Packages").write_text("\n".join(packages))
+    with lzma.open(tmp_path / "Translation-en.xz", "wt") as handle:
+        handle.write("\n".join(translations))
+    debian.main(
+        [
+            "--output",
+            str(tmp_path / "out"),
+            "--packages",
+            str(tmp_path / "Packages"),
+            "--translations",
+            str(tmp_path / "Translation-en.xz"),
+        ]
+    )
+    dm = AmazonReviewsDataModule(root=str(tmp_path / "out"), variant="full", buckets=1000)
+    assert len(dm.targets) == 15 and sorted(dm.targets.tolist()) == sorted([0, 1, 2, 3, 4] * 3)  # 1 of 4 each to test
+    with open(tmp_path / "out" / "amazon_review_full_csv" / "train.csv", newline="", encoding="utf-8") as handle:
+        row = next(csv.reader(handle))
+    label = int(row[0])
+    assert row[1].startswith("tool ") and row[2] == f"line one\\n\\n{debian.SECTIONS[label - 1]} line"

@@ -12,6 +12,7 @@ from lightning_proxy.datamodules.imagefolder import (
 )
 from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImages
 from lightning_proxy.datamodules.pool import IndexedDataset, PoolDataModule, PoolDataset
+from lightning_proxy.datamodules.tensors import MNIST1DDataModule, TensorPool, TensorPoolDataModule
 from lightning_proxy.datamodules.text import AmazonReviewsDataModule
 from lightning_proxy.selection.subset import SubsetSpec
 
@@ -26,7 +27,10 @@ __all__ = [
     "ImagewoofDataModule",
     "InMemoryImages",
     "IndexedDataset",
+    "MNIST1DDataModule",
     "PoolDataModule",
     "PoolDataset",
     "SubsetSpec",
+    "TensorPool",
+    "TensorPoolDataModule",
 ]

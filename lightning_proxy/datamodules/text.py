@@ -340,25 +340,50 @@ def write_synthetic_reviews(
     test_rows: int = 500,
     seed: int = 0,
     words: tuple[int, int] = (5, 40),
+    shared: float = 0.0,
+    label_noise: float = 0.0,
+    imbalance: float = 1.0,
 ) -> Path:
     """A small release in the real on-disk format (``<root>/amazon_review_<variant>_csv/{train,test}.csv``) whose
     labels are learnable from words: each review mixes words of its class (30 %) with common words, between
     ``words`` in number, and its title and text hold commas, doubled quotes and an escaped newline as the
-    release's do."""
+    release's do.
+
+    As real reviews are harder: ``shared`` is the share of a review's class words taken from a neighbouring
+    class instead (a 4-star review reads much like a 5-star one); ``label_noise`` the share of training rows
+    whose label is replaced by another class's (the test labels stay true); ``imbalance`` the ratio of the
+    most to the least frequent class, the classes' shares falling geometrically from the first."""
+    if not (0 <= shared <= 1 and 0 <= label_noise < 1 and imbalance >= 1):
+        raise ValueError(
+            f"shared must be in [0, 1], label_noise in [0, 1) and imbalance at least 1; got {shared}, "
+            f"{label_noise}, {imbalance}"
+        )
     folder_name, num_classes, _ = RELEASES[variant]
     folder = Path(root) / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     common = np.array([f"word{i}" for i in range(200)])
     cues = np.array([[f"class{c}cue{i}" for i in range(20)] for c in range(num_classes)])
+    priors = imbalance ** -(np.arange(num_classes) / max(num_classes - 1, 1))
     for split, rows in (("train", train_rows), ("test", test_rows)):
-        labels = rng.integers(num_classes, size=rows)
+        if imbalance == 1:
+            labels = rng.integers(num_classes, size=rows)
+        else:
+            labels = rng.choice(num_classes, size=rows, p=priors / priors.sum())
         lengths = rng.integers(words[0], words[1] + 1, size=rows)
         owner = np.repeat(labels, lengths)
         cue = rng.random(len(owner)) < 0.3
+        if shared > 0:
+            borrowed = rng.random(len(owner)) < shared
+            neighbour = np.clip(owner + rng.choice([-1, 1], size=len(owner)), 0, num_classes - 1)
+            owner = np.where(borrowed, neighbour, owner)
         drawn = np.where(
             cue, cues[owner, rng.integers(20, size=len(owner))], common[rng.integers(200, size=len(owner))]
         )
+        if split == "train" and label_noise > 0:
+            noise = np.random.default_rng([seed, 1])  # its own stream: the words and the test split stay as without
+            flipped = noise.random(rows) < label_noise
+            labels = np.where(flipped, (labels + noise.integers(1, num_classes, size=rows)) % num_classes, labels)
         ends = np.cumsum(lengths)
         path = folder / f"{split}.csv"
         with open(path, "w", newline="", encoding="utf-8") as handle:

@@ -53,11 +53,12 @@ def errors_of(result: Mapping[str, Any], error: str) -> dict[str, Any]:
 
 
 def flat(overrides: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    """Nested overrides as dotted keys: ``{"data.subset": {"fraction": 0.5}}`` -> ``{"data.subset.fraction": 0.5}``."""
+    """Nested overrides as dotted keys: ``{"data.subset": {"fraction": 0.5}}`` -> ``{"data.subset.fraction": 0.5}``;
+    a dict-valued option (``model.arch_kwargs``) and a class (``class_path``) stay whole."""
     out: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and "class_path" not in value:
+        if isinstance(value, Mapping) and value and "class_path" not in value and not name.endswith("_kwargs"):
             out |= flat(value, f"{name}.")
         else:
             out[name] = value

@@ -16,6 +16,7 @@ from torch import nn
 
 from lightning_proxy.models.classifier import Classifier
 from lightning_proxy.models.preact_resnet import PreActResNet, preact_resnet
+from lightning_proxy.models.signals import cnn1d
 from lightning_proxy.models.text import VDCNN, VDCNN_BLOCKS, fasttext, vdcnn
 from lightning_proxy.models.xresnet import XResNet, xresnet18, xresnet34, xresnet50, xresnet101, xresnet152
 
@@ -26,6 +27,7 @@ __all__ = [
     "XResNet",
     "available_models",
     "build_model",
+    "cnn1d",
     "fasttext",
     "preact_resnet",
     "vdcnn",
@@ -42,7 +44,8 @@ _XRESNETS: dict[str, Callable[..., Classifier]] = {
 _PREACT_DEPTHS = (20, 32, 44, 56, 110, 164)
 _TORCHVISION_ALIASES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 _PREACT_RE = re.compile(r"preact_resnet(\d+)")
-_TEXT: dict[str, Callable[..., Classifier]] = {
+_SEQUENCE_MODELS: dict[str, Callable[..., Classifier]] = {
+    "cnn1d": cnn1d,
     "fasttext": fasttext,
     **{f"vdcnn{depth}": partial(vdcnn, depth) for depth in VDCNN_BLOCKS},
 }
@@ -53,7 +56,7 @@ def available_models() -> list[str]:
     return [
         *_XRESNETS,
         *(f"preact_resnet{d}" for d in _PREACT_DEPTHS),
-        *_TEXT,
+        *_SEQUENCE_MODELS,
         *_TORCHVISION_ALIASES,
         "preact_resnet<depth>",
         "torchvision/<name>",
@@ -143,7 +146,8 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, **kwargs) -> 
     """Build ``arch`` for ``num_classes`` outputs and ``in_channels`` input channels (never pretrained).
 
     Names: ``xresnet18/34/50/101/152`` (``stem_widths``), ``preact_resnet<depth>`` (``width``, ``block``),
-    ``fasttext`` (``dim``) and ``vdcnn9/17/29/49`` (``shortcut``, ``k``) over token ids,
+    ``fasttext`` (``dim``) and ``vdcnn9/17/29/49`` (``shortcut``, ``k``) over token ids, ``cnn1d``
+    (``widths``, ``pooled``) over 1-D signals,
     ``resnet18/34/50/101/152`` (aliases of ``torchvision/resnet*``), ``torchvision/<name>`` for models with
     a ``.fc`` head, and ``timm/<name>``; extra ``kwargs`` go to the underlying constructor.
     """
@@ -156,8 +160,8 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, **kwargs) -> 
         return _timm(name, num_classes, in_channels, **kwargs)
     if arch in _XRESNETS:
         builder = _XRESNETS[arch]
-    elif arch in _TEXT:
-        builder = _TEXT[arch]
+    elif arch in _SEQUENCE_MODELS:
+        builder = _SEQUENCE_MODELS[arch]
     elif match := _PREACT_RE.fullmatch(arch):
         builder = partial(preact_resnet, int(match.group(1)))
     else:

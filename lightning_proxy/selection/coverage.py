@@ -56,10 +56,15 @@ def per_class(
 
 
 def strata_of(scores: np.ndarray, strata: int) -> np.ndarray:
-    """Each score's stratum among ``strata`` equal-width ones over the range ``[min, max]`` (max included)."""
-    lo, hi = float(scores.min()), float(scores.max())
-    if hi == lo:
+    """Each score's stratum among ``strata`` equal-width ones over the range ``[min, max]`` (max included) of
+    the finite scores; an infinite score (an example never learned) falls in the stratum at its end."""
+    finite = scores[np.isfinite(scores)]
+    if len(finite) == 0:
         return np.zeros(len(scores), dtype=np.int64)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi == lo:
+        return np.where(scores > hi, strata - 1, 0).astype(np.int64)
+    scores = np.clip(scores, lo, hi)
     return np.minimum(((scores - lo) / (hi - lo) * strata).astype(np.int64), strata - 1)
 
 

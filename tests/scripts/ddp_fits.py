@@ -7,6 +7,8 @@ this script for rank 1, which makes the same fits.
   each rank trains on per epoch, on each data path (tests/test_datamodule.py);
 - ``OUT_DIR/callbacks``: a fit with every per-example callback; the rankings, the weights and the raw
   presentation counts (tests/test_callbacks.py);
+- ``OUT_DIR/tensors``: a 1-D CNN on a subset of a small MNIST-1D, recording each rank's pool indices per
+  epoch (tests/test_tensors.py);
 - ``OUT_DIR/text``: fastText on a subset of synthetic Amazon reviews (written by rank zero before the first
   launch), recording each rank's pool indices per epoch, with forgetting events (tests/test_text.py).
 """
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
-from lightning_proxy.datamodules import AmazonReviewsDataModule, DigitsDataModule, SubsetSpec
+from lightning_proxy.datamodules import AmazonReviewsDataModule, DigitsDataModule, MNIST1DDataModule, SubsetSpec
 from lightning_proxy.datamodules.text import write_synthetic_reviews
 from lightning_proxy.module import ClassificationModule
 
@@ -103,6 +105,16 @@ def callbacks(out: Path) -> None:
         np.savez(out / "presentations.npz", forgetting=presentations, raw=np.stack(counter.per_epoch))
 
 
+def tensor_coverage(out: Path) -> None:
+    L.seed_everything(0)
+    dm = MNIST1DDataModule(num_samples=300, batch_size=16, subset=SubsetSpec(fraction=0.5, seed=2))
+    model = ClassificationModule(arch="cnn1d", num_classes=10, in_channels=1, lr=0.05)
+    trainer = ddp_trainer([RecordIndices(out), ForgettingEvents(dirpath=str(out))])
+    trainer.fit(model, dm)
+    if trainer.is_global_zero:
+        np.save(out / "subset.npy", dm.train_indices)
+
+
 def text_coverage(out: Path) -> None:
     L.seed_everything(0)
     dm = AmazonReviewsDataModule(
@@ -123,6 +135,7 @@ if __name__ == "__main__":
         "subset_tensor": lambda folder: subset_coverage(folder, "tensor"),
         "subset_items": lambda folder: subset_coverage(folder, "items"),
         "callbacks": callbacks,
+        "tensors": tensor_coverage,
         "text": text_coverage,
     }
     for name, fit in fits.items():
