@@ -94,7 +94,9 @@ def test_balanced_ranking_keeps_each_class_share_of_the_pool_even_when_the_ranki
     assert len(chosen) == 30 and np.bincount(targets[chosen]).tolist() == [15, 9, 6]
 
 
-@pytest.mark.parametrize("method", [Ranked("el2n"), KCenters(), CCS("el2n"), D2Pruning("el2n"), RandomSubset()])
+@pytest.mark.parametrize(
+    "method", [Ranked("el2n"), KCenters(), CCS("el2n", balanced=None), D2Pruning("el2n", balanced=None), RandomSubset()]
+)
 @pytest.mark.parametrize("balanced", [False, True])
 def test_every_method_gives_the_size_asked_and_balanced_keeps_the_quotas(tmp_path, method, balanced):
     records = _records(tmp_path)
@@ -114,6 +116,21 @@ def test_hard_first_drops_a_class_that_balance_keeps(tmp_path):
     assert min(class_shares(hardest, records.targets).values()) == 0.0  # class 0 is the easiest: none kept
     balanced = Ranked("el2n").subset(records, 30, seed=0, balanced=True)
     assert min(class_shares(balanced, records.targets).values()) > 0.9
+
+
+def test_coverage_methods_keep_class_shares_unless_told_not_to(tmp_path):
+    records = _records(tmp_path)
+    quotas = list(class_quotas(records.targets, 30, 0).values())
+    for method in (CCS("el2n"), D2Pruning("el2n")):  # balanced by default, whatever the experiment asks
+        chosen = method.subset(records, 30, seed=0, balanced=False)
+        assert np.bincount(records.targets[chosen], minlength=3).tolist() == quotas
+    # over the whole pool the strata are the score's: scores 0-1, 2-3 and 4-5 by class fill a third of the 50
+    # strata each, so the budget of 30 goes about a third to each class: class 2 (10 %) over twice its quota of 3
+    pooled = build_method({"name": "ccs", "statistic": "el2n", "balanced": False, "cutoff": 0.0})
+    assert pooled.name == "ccs_el2n_unbalanced"
+    chosen = pooled.subset(records, 30, seed=0, balanced=True)  # the method's own choice wins
+    assert (records.targets[chosen] == 2).sum() >= 2 * quotas[2]
+    assert build_method({"name": "d2", "balanced": False}).name == "d2_unbalanced"
 
 
 def test_methods_are_built_by_name_with_options():

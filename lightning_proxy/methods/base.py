@@ -91,11 +91,14 @@ class SelectionMethod:
 
     ``oracle``: the target's own run on everything can choose by the same method (SVP's oracle).
     ``active``: the method picks active-learning batches.
+    ``balanced``: the method's own choice of class balance (True: each class's share of the pool; False: over
+    the whole pool); None follows the experiment's ``balanced``.
     """
 
     name: str = "method"
     oracle: bool = False
     active: bool = False
+    balanced: bool | None = None
 
     def needs(self) -> set[str]:
         """The statistics (and ``embeddings``) the run must record for this method."""
@@ -106,12 +109,13 @@ class SelectionMethod:
         raise NotImplementedError
 
     def subset(self, records: Records, size: int, seed: int = 0, balanced: bool = False) -> np.ndarray:
-        """Sorted pool indices of a subset of exactly ``size``; with ``balanced`` every class keeps its share of
-        the pool (:func:`~lightning_proxy.selection.coverage.class_quotas`)."""
+        """Sorted pool indices of a subset of exactly ``size``; with ``balanced`` (or the method's own
+        :attr:`balanced`, which wins) every class keeps its share of the pool
+        (:func:`~lightning_proxy.selection.coverage.class_quotas`)."""
         pool = np.arange(len(records.targets))
         if size > len(pool):
             raise ValueError(f"{self.name}: a subset of {size} from a pool of {len(pool)} is not possible")
-        if balanced:
+        if balanced if self.balanced is None else self.balanced:
             chosen = per_class(records.targets, pool, size, lambda c, q: self.choose(records, c, q, seed), seed)
         else:
             chosen = self.choose(records, pool, size, seed)
@@ -119,9 +123,7 @@ class SelectionMethod:
             raise RuntimeError(f"{self.name} chose {len(np.unique(chosen))} distinct examples where {size} were asked")
         return np.sort(chosen)
 
-    def next_batch(
-        self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
-    ) -> np.ndarray:
+    def next_batch(self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int) -> np.ndarray:
         """The ``size`` dataset indices of ``pool`` to label next (not in ``labelled``), in the order chosen."""
         raise ValueError(f"{self.name} is a core-set method: it picks no active-learning batch")
 
@@ -136,4 +138,3 @@ def class_shares(indices: np.ndarray, targets: np.ndarray) -> dict[int, float]:
     kept = np.bincount(targets[np.asarray(indices, dtype=np.int64)], minlength=int(classes.max()) + 1)[classes]
     size = max(len(indices), 1)
     return {int(c): float(k / size / (n / len(targets))) for c, k, n in zip(classes, kept, counts, strict=True)}
-

@@ -14,7 +14,8 @@ class D2Pruning(SelectionMethod):
     """The hardest ``cutoff`` share removed (default: CCS's rule for the pruning rate, as the paper's code
     does), then message passing on the k-NN graph of the embeddings (:mod:`~lightning_proxy.selection.graph`)
     with ``statistic`` as each node's difficulty (forgetting events by default, the paper's recipe; never
-    learned counts as one more than the most forgotten). Per class with ``balanced`` (the paper's class mode).
+    learned counts as one more than the most forgotten). Within each class by default (``balanced``, the
+    paper's class mode), as CCS; ``balanced: false`` (``d2_unbalanced``) over the whole pool.
     """
 
     name = "d2"
@@ -26,6 +27,7 @@ class D2Pruning(SelectionMethod):
         gamma_forward: float = 1.0,
         gamma_reverse: float = 0.1,
         cutoff: float | None = None,
+        balanced: bool | None = True,
     ) -> None:
         if statistic not in STATISTICS:
             raise ValueError(f"d2: statistic must be one of {list(STATISTICS)}, got {statistic!r}")
@@ -34,7 +36,9 @@ class D2Pruning(SelectionMethod):
                 f"d2: k must be at least 1, the gammas at least 0 and cutoff in [0, 1); got {k}, {gamma_forward}, "
                 f"{gamma_reverse}, {cutoff}"
             )
-        self.statistic, self.k, self.cutoff = statistic, k, cutoff
+        self.statistic, self.k, self.cutoff, self.balanced = statistic, k, cutoff, balanced
+        if balanced is False:
+            self.name = "d2_unbalanced"
         self.gamma_forward, self.gamma_reverse = gamma_forward, gamma_reverse
 
     def needs(self) -> set[str]:

@@ -44,9 +44,7 @@ class KCenters(SelectionMethod):
             order = np.concatenate([first, rest]).astype(np.int64)
         return candidates[order]
 
-    def next_batch(
-        self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
-    ) -> np.ndarray:
+    def next_batch(self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int) -> np.ndarray:
         rows = np.ascontiguousarray(records.embeddings[pool])  # row p = pool position p
         start = np.searchsorted(pool, labelled)  # pool positions of the labelled examples
         return pool[greedy_k_centers(rows, size, start=start).numpy()]

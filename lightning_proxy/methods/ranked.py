@@ -29,16 +29,12 @@ class Ranked(SelectionMethod):
             raise ValueError(f"{self.statistic} ranks {len(order)} of the candidates; {size} were asked")
         return order[:size]
 
-    def next_batch(
-        self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
-    ) -> np.ndarray:
+    def next_batch(self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int) -> np.ndarray:
         if not self.active:
             raise ValueError(f"{self.statistic} reads the labels: active learning picks by {list(UNCERTAINTY)}")
         unlabelled = np.setdiff1d(pool, labelled)
         order = records.hardest_first(self.statistic)
         order = order[np.isin(order, unlabelled)]  # most uncertain first
         if len(order) < size:
-            raise ValueError(
-                f"{records.files[self.statistic]} scores {len(order)} unlabelled examples, {size} needed"
-            )
+            raise ValueError(f"{records.files[self.statistic]} scores {len(order)} unlabelled examples, {size} needed")
         return order[:size]

@@ -16,9 +16,7 @@ class RandomSubset(SelectionMethod):
     def choose(self, records: Records, candidates: np.ndarray, size: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).permutation(candidates)[:size]
 
-    def next_batch(
-        self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int
-    ) -> np.ndarray:
+    def next_batch(self, records: Records, pool: np.ndarray, labelled: np.ndarray, size: int, seed: int) -> np.ndarray:
         unlabelled = np.setdiff1d(pool, labelled)
         if size > len(unlabelled):
             raise ValueError(f"cannot label {size} more: only {len(unlabelled)} pool examples are unlabelled")
