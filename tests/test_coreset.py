@@ -226,3 +226,23 @@ def test_kcenters_start_keeps_its_random_points_then_adds_the_farthest(tmp_path)
     assert start_count(0.25, 8, 8) == 2 and start_count(1000, 8, 8) == 1000 and start_count(1000, 4, 8) == 500
     with pytest.raises(ValueError, match="kcenters_start must be"):
         KCenters(start=1.5)
+
+
+def test_a_proxy_no_better_than_the_largest_class_is_reported():
+    from lightning_proxy.experiments.coreset import _warn_if_uninformed
+
+    targets = np.repeat(np.arange(4), [40, 30, 20, 10])  # always class 0: 60 % wrong
+    with pytest.warns(UserWarning, match=r"error of 59.5%, no better than always predicting the largest class \(60.0%"):
+        _warn_if_uninformed(0.595, targets, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_uninformed(0.58, targets, seed=3)  # two points better: it has learned something
+        _warn_if_uninformed(None, targets, seed=3)
+
+
+def test_nested_overrides_flatten_except_dict_options_and_classes():
+    from lightning_proxy.experiments.runs import flat
+
+    nested = {"data.subset": {"fraction": 0.5}, "model.arch_kwargs": {"widths": [8]}, "trainer": {"max_epochs": 2}}
+    assert flat(nested) == {"data.subset.fraction": 0.5, "model.arch_kwargs": {"widths": [8]}, "trainer.max_epochs": 2}
+    assert flat({"data": {"class_path": "X"}}) == {"data": {"class_path": "X"}}

@@ -41,6 +41,7 @@ from lightning_proxy.methods import EMBEDDINGS, Records, SelectionMethod, build_
 
 DEFAULT_METHODS = ["forgetting", "entropy", "kcenters", "random"]
 THIN = 0.5  # a class kept at less than this share of its share of the pool is reported
+UNINFORMED = 0.01  # a proxy less than this much better than the largest class's rate is reported
 
 
 def coreset(
@@ -110,6 +111,7 @@ def coreset(
         base, label = out / f"seed{seed}", f" seed {seed}" if len(seeds) > 1 else ""
         proxy_callbacks = callbacks_for(proxy_needs, score_augmented)
         proxy = train(base / "proxy", proxy_training, proxy_callbacks, seed, (progress, f"proxy{label}"), role="proxy")
+        _warn_if_uninformed(errors_of(proxy, error)["val_error"], targets, seed)
         # the target on everything: the baseline, and its own records (for the correlations and the oracle)
         full_callbacks = callbacks_for(full_needs, score_augmented)
         full = train(base / "full", target_training, full_callbacks, seed, (progress, f"full{label}"), role="full")
@@ -169,6 +171,19 @@ def _subset(
     seconds = time.perf_counter() - began
     write_atomically(folder / "subset.npy", lambda tmp: np.save(tmp, indices.astype(np.int64)))
     return indices, seconds
+
+
+def _warn_if_uninformed(proxy_error: float | None, targets: np.ndarray, seed: int) -> None:
+    """Say so when the proxy is within a point of always predicting the pool's largest class: its records then
+    rank by little more than chance, and no method chosen from them can be expected to beat random."""
+    prior = 1.0 - np.bincount(targets).max() / len(targets)
+    if proxy_error is not None and proxy_error > prior - UNINFORMED:
+        warnings.warn(
+            f"the proxy (seed {seed}) has a validation error of {proxy_error:.1%}, no better than always predicting "
+            f"the largest class ({prior:.1%}): it has learned too little for its rankings to mean much; train it "
+            "longer or with larger steps (proxy_args, e.g. trainer.max_epochs or model.lr)",
+            stacklevel=3,
+        )
 
 
 def _warn_if_thin(name: str, fraction: float, seed: int, shares: dict[int, float]) -> None:

@@ -59,7 +59,10 @@ class Records:
     def ranking(self, name: str) -> Ranking:
         if name not in self._rankings:
             if name not in self.files:
-                raise FileNotFoundError(f"the run in {self.folder} recorded no {name} (it has {sorted(self.files)})")
+                raise FileNotFoundError(
+                    f"the run in {self.folder} recorded no {name} (it has {sorted(self.files)}): it was trained for "
+                    "other methods; remove that folder to train it again with what these need, or give another output"
+                )
             self._rankings[name] = load_ranking(self.files[name])
         return self._rankings[name]
 
