@@ -5,6 +5,7 @@
 
 from lightning_proxy.datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_proxy.datamodules.digits import DigitsDataModule
+from lightning_proxy.datamodules.huggingface import HuggingFaceDataModule
 from lightning_proxy.datamodules.imagefolder import (
     ImageNetDataModule,
     ImagenetteDataModule,
@@ -21,6 +22,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "DigitsDataModule",
+    "HuggingFaceDataModule",
     "ImageNetDataModule",
     "ImagePoolDataModule",
     "ImagenetteDataModule",

@@ -164,9 +164,7 @@ class ImagePoolDataModule(PoolDataModule):
             )
         return in_memory and self.data_path != "items"
 
-    def batches(
-        self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False
-    ) -> Iterable:
+    def batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False) -> Iterable:
         """The tensor path's :class:`TensorBatches` where the pool is one tensor, else the base's ``DataLoader``
         over items transformed one by one (augmented when ``train`` or ``augment``)."""
         if not self.uses_tensor_path:
@@ -196,4 +194,3 @@ class ImagePoolDataModule(PoolDataModule):
             pool = self.split_pool(split)
             self._on_device[key] = (pool.images.to(device), self.model_targets(split).to(device))
         return self._on_device[key]
-

@@ -190,9 +190,7 @@ class PoolDataModule(L.LightningDataModule):
         return batches.shard(*self._rank_and_world()) if isinstance(batches, ShardedBatches) else batches
 
     # --- the seam: an epoch's batches of a set of pool indices -------------------------------------------
-    def batches(
-        self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False
-    ) -> Iterable:
+    def batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False) -> Iterable:
         """Batches of ``(input, label, pool_index)`` of ``indices`` of the ``split``: shuffled every epoch and
         split over the ranks when ``train``, else in order on this process alone; augmented when ``train`` or
         ``augment``. A layer that makes its own batches (:class:`~lightning_proxy.datamodules.sharding.ShardedBatches`)
@@ -233,4 +231,3 @@ class PoolDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> Iterable:
         return self.sharded(self.scoring_dataloader())
-

@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,8 +96,8 @@ class TokenCache:
         return len(self.labels)
 
     @staticmethod
-    def settings(csv_path: Path, lowercase: bool, char_length: int) -> dict[str, Any]:
-        stat = csv_path.stat()
+    def settings_of(lowercase: bool, char_length: int) -> dict[str, Any]:
+        """What the tokens depend on, whatever their source."""
         return {
             "format": CACHE_FORMAT,
             "words": WORDS.pattern,
@@ -105,8 +105,13 @@ class TokenCache:
             "alphabet": ALPHABET,
             "lowercase": lowercase,
             "char_length": char_length,
-            "source": {"name": csv_path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
         }
+
+    @classmethod
+    def settings(cls, csv_path: Path, lowercase: bool, char_length: int) -> dict[str, Any]:
+        stat = csv_path.stat()
+        source = {"name": csv_path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return {**cls.settings_of(lowercase, char_length), "source": source}
 
     @classmethod
     def of(cls, csv_path: Path, num_classes: int, lowercase: bool = True, char_length: int = 1014) -> TokenCache:
@@ -114,12 +119,25 @@ class TokenCache:
         settings = cls.settings(csv_path, lowercase, char_length)
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         folder = csv_path.parent / ".token_cache" / f"{csv_path.stem}-{key}"
+        return cls.at(folder, settings, lambda: read_reviews(csv_path, num_classes), lowercase, char_length)
+
+    @classmethod
+    def at(
+        cls,
+        folder: Path,
+        settings: dict[str, Any],
+        rows: Callable[[], Iterable[tuple[int, str]]],
+        lowercase: bool,
+        char_length: int,
+    ) -> TokenCache:
+        """The cache in ``folder``: read when it is complete, else built from ``rows()`` (``(label, text)``) in a
+        folder beside it that is then renamed, so a reader never sees half a cache."""
         if (folder / "settings.json").is_file():
             return cls(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         try:
-            _build(csv_path, tmp, num_classes, lowercase, char_length)
+            _build(rows(), tmp, lowercase, char_length)
             (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
             try:
                 os.replace(tmp, folder)
@@ -131,11 +149,11 @@ class TokenCache:
         return cls(folder, built=True)
 
 
-def _build(csv_path: Path, folder: Path, num_classes: int, lowercase: bool, char_length: int) -> None:
-    labels, words, chars = array("b"), array("I"), bytearray()
+def _build(rows: Iterable[tuple[int, str]], folder: Path, lowercase: bool, char_length: int) -> None:
+    labels, words, chars = array("i"), array("I"), bytearray()
     word_offsets, char_offsets = array("q", [0]), array("q", [0])
     hashes: dict[str, int] = {}
-    for label, text in read_reviews(csv_path, num_classes):
+    for label, text in rows:
         if lowercase:
             text = text.lower()
         labels.append(label)
@@ -148,7 +166,7 @@ def _build(csv_path: Path, folder: Path, num_classes: int, lowercase: bool, char
         chars += text.encode("utf-8")[:char_length]
         char_offsets.append(len(chars))
     arrays = {
-        "labels": np.frombuffer(labels, dtype=np.int8).astype(np.int64),
+        "labels": np.frombuffer(labels, dtype=np.int32).astype(np.int64),
         "words": np.frombuffer(words, dtype=np.uint32),
         "word_offsets": np.frombuffer(word_offsets, dtype=np.int64),
         "chars": _CHAR_IDS[np.frombuffer(chars, dtype=np.uint8)],
@@ -259,6 +277,14 @@ class Reviews:
         return self.encode(np.array([i]))[0], int(self.targets[i])
 
 
+def check_text_options(encoding: str, ngrams: int, buckets: int, char_length: int) -> None:
+    """One line for a text encoding that cannot work, before any text is read."""
+    if encoding not in ("words", "chars"):
+        raise ValueError(f"encoding is 'words' (fastText) or 'chars' (VDCNN), got {encoding!r}")
+    if ngrams < 1 or buckets < 1 or char_length < 1:
+        raise ValueError(f"ngrams, buckets and char_length must be at least 1; got {ngrams}, {buckets}, {char_length}")
+
+
 class AmazonReviewsDataModule(PoolDataModule):
     """Amazon Review Polarity (2 classes; 3.6M training and 400k test reviews) or Full (5 classes; 3M and 650k)
     from the CSV release in ``root``; validation is the release's test split, as in SVP.
@@ -284,14 +310,9 @@ class AmazonReviewsDataModule(PoolDataModule):
         num_workers: int = 0,
         **kwargs: Any,
     ) -> None:
-        if variant not in RELEASES or encoding not in ("words", "chars"):
-            raise ValueError(
-                f"variant is 'polarity' or 'full' and encoding 'words' or 'chars'; got {variant!r}, {encoding!r}"
-            )
-        if ngrams < 1 or buckets < 1 or char_length < 1:
-            raise ValueError(
-                f"ngrams, buckets and char_length must be at least 1; got {ngrams}, {buckets}, {char_length}"
-            )
+        if variant not in RELEASES:
+            raise ValueError(f"variant is 'polarity' or 'full', got {variant!r}")
+        check_text_options(encoding, ngrams, buckets, char_length)
         super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.variant, self.encoding, self.ngrams, self.buckets = variant, encoding, ngrams, buckets
         self.char_length, self.lowercase = char_length, lowercase
