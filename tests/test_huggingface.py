@@ -164,3 +164,13 @@ def test_a_dataset_from_python_and_images_of_several_sizes(tmp_path):
     dm = HuggingFaceDataModule(dataset=both, image_size=4)
     dm.setup("fit")
     assert dm.train_pool.images.shape == (4, 3, 4, 4) and dm.in_channels == 3 and dm.class_names == ["0", "1"]
+
+
+def test_ddp_two_processes_see_every_example_of_a_datasets_subset_once_per_epoch(ddp_fits):
+    from ddp_checks import assert_every_example_once_per_epoch
+
+    out = ddp_fits / "hf_text"
+    subset = np.load(out / "subset.npy")
+    assert len(subset) == round(0.5 * 301)
+    assert_every_example_once_per_epoch(out, subset)
+    assert load_ranking(out / "forgetting.npz").metadata["num_examples"] == 301

@@ -9,10 +9,12 @@ this script for rank 1, which makes the same fits.
   presentation counts (tests/test_callbacks.py);
 - ``OUT_DIR/tensors``: a 1-D CNN on a subset of a small MNIST-1D, recording each rank's pool indices per
   epoch (tests/test_tensors.py);
+- ``OUT_DIR/hf_text``: fastText on a subset of the same reviews as a ``datasets`` folder (tests/test_huggingface.py);
 - ``OUT_DIR/text``: fastText on a subset of synthetic Amazon reviews (written by rank zero before the first
   launch), recording each rank's pool indices per epoch, with forgetting events (tests/test_text.py).
 """
 
+import csv
 import os
 import sys
 from pathlib import Path
@@ -115,6 +117,38 @@ def tensor_coverage(out: Path) -> None:
         np.save(out / "subset.npy", dm.train_indices)
 
 
+def hf_text_coverage(out: Path) -> None:
+    from lightning_proxy.datamodules import HuggingFaceDataModule
+
+    L.seed_everything(0)
+    dm = HuggingFaceDataModule(
+        path=str(out.parent / "hf_data"),
+        text_column="text",
+        buckets=1000,
+        batch_size=16,
+        subset=SubsetSpec(fraction=0.5, seed=4),
+    )
+    model = ClassificationModule(arch="fasttext", num_classes=2, in_channels=dm.in_channels, lr=1.0, weight_decay=0)
+    trainer = ddp_trainer([RecordIndices(out), ForgettingEvents(dirpath=str(out))])
+    trainer.fit(model, dm)
+    if trainer.is_global_zero:
+        np.save(out / "subset.npy", dm.train_indices)
+
+
+def reviews_as_datasets(release: Path, folder: Path) -> None:
+    """The synthetic release's rows as a DatasetDict of (text, label), saved with save_to_disk."""
+    import datasets
+
+    splits = {}
+    for split in ("train", "test"):
+        with open(release / "amazon_review_polarity_csv" / f"{split}.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        splits[split] = datasets.Dataset.from_dict(
+            {"text": [f"{r[1]} {r[2]}" for r in rows], "label": [int(r[0]) - 1 for r in rows]}
+        )
+    datasets.DatasetDict(splits).save_to_disk(str(folder))
+
+
 def text_coverage(out: Path) -> None:
     L.seed_everything(0)
     dm = AmazonReviewsDataModule(
@@ -131,12 +165,14 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     if os.environ.get("LOCAL_RANK", "0") == "0":  # before any launch: rank 1 starts at the first fit
         write_synthetic_reviews(out / "text_data", train_rows=301, test_rows=50)
+        reviews_as_datasets(out / "text_data", out / "hf_data")
     fits = {
         "subset_tensor": lambda folder: subset_coverage(folder, "tensor"),
         "subset_items": lambda folder: subset_coverage(folder, "items"),
         "callbacks": callbacks,
         "tensors": tensor_coverage,
         "text": text_coverage,
+        "hf_text": hf_text_coverage,
     }
     for name, fit in fits.items():
         (out / name).mkdir(parents=True, exist_ok=True)
