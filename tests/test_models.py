@@ -7,7 +7,8 @@ from lightning_proxy.models import Classifier, available_models, build_model, pr
 from lightning_proxy.models.preact_resnet import resolve_block
 
 TEXT = ("fasttext", "vdcnn9", "vdcnn17", "vdcnn29", "vdcnn49")  # token-id models: tests/test_text.py
-BUILTINS = [name for name in available_models() if "<" not in name and name not in TEXT]
+SIGNALS = ("cnn1d",)  # 1-D signals: tests/test_tensors.py
+BUILTINS = [name for name in available_models() if "<" not in name and name not in TEXT + SIGNALS]
 BIG = {"xresnet50", "xresnet101", "xresnet152", "resnet50", "resnet101", "resnet152"}
 
 
