@@ -127,16 +127,19 @@ def test_coverage_methods_keep_class_shares_unless_told_not_to(tmp_path):
     # over the whole pool the strata are the score's: scores 0-1, 2-3 and 4-5 by class fill a third of the 50
     # strata each, so the budget of 30 goes about a third to each class: class 2 (10 %) over twice its quota of 3
     pooled = build_method({"name": "ccs", "statistic": "el2n", "balanced": False, "cutoff": 0.0})
-    assert pooled.name == "ccs_el2n_unbalanced"
+    assert pooled.name == "ccs_el2n_unbalanced_cutoff0"
     chosen = pooled.subset(records, 30, seed=0, balanced=True)  # the method's own choice wins
     assert (records.targets[chosen] == 2).sum() >= 2 * quotas[2]
     assert build_method({"name": "d2", "balanced": False}).name == "d2_unbalanced"
+    # variants a user compares side by side get names of their own
+    assert build_method({"name": "ccs", "cutoff": 0.2, "strata": 10}).name == "ccs_cutoff0.2_strata10"
+    assert build_method({"name": "d2", "statistic": "el2n"}).name == "d2_el2n"
 
 
 def test_methods_are_built_by_name_with_options():
     assert isinstance(build_method("forgetting"), Ranked) and build_method("forgetting").needs() == {"forgetting"}
     ccs_method = build_method({"name": "ccs", "statistic": "forgetting", "cutoff": 0.1})
-    assert (ccs_method.name, ccs_method.statistic, ccs_method.cutoff) == ("ccs_forgetting", "forgetting", 0.1)
+    assert (ccs_method.name, ccs_method.statistic, ccs_method.cutoff) == ("ccs_forgetting_cutoff0.1", "forgetting", 0.1)
     assert build_method("kcenters", {"kcenters": {"start": 0.02}}).start == 0.02
     assert build_method("d2").needs() == {"forgetting", "embeddings"}
     with pytest.raises(ValueError, match="unknown method 'vibes'"):

@@ -134,6 +134,12 @@ class SelectionMethod:
         return self.name
 
 
+def named(base: str, *parts: str | bool) -> str:
+    """A method's name with its non-default options (``ccs_forgetting_cutoff0.2``), so variants compared side by
+    side have names of their own; a false part is left out."""
+    return "_".join([base, *(str(p) for p in parts if p)])
+
+
 def class_shares(indices: np.ndarray, targets: np.ndarray) -> dict[int, float]:
     """Each class's share of the subset over its share of the pool (1: as in the pool; 0: left out)."""
     targets = np.asarray(targets)

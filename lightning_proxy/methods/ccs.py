@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_proxy.methods.base import STATISTICS, Records, SelectionMethod
+from lightning_proxy.methods.base import STATISTICS, Records, SelectionMethod, named
 from lightning_proxy.selection.coverage import ccs, paper_cutoff
 
 
@@ -30,8 +30,12 @@ class CCS(SelectionMethod):
         if (cutoff is not None and not 0.0 <= cutoff < 1.0) or strata < 1:
             raise ValueError(f"ccs: cutoff is a share in [0, 1) and strata at least 1, got {cutoff} and {strata}")
         self.statistic, self.cutoff, self.strata, self.balanced = statistic, cutoff, strata, balanced
-        self.name = (
-            "ccs" + ("" if statistic == "aum" else f"_{statistic}") + ("_unbalanced" if balanced is False else "")
+        self.name = named(
+            "ccs",
+            statistic != "aum" and statistic,
+            balanced is False and "unbalanced",
+            cutoff is not None and f"cutoff{cutoff:g}",
+            strata != 50 and f"strata{strata}",
         )
 
     def needs(self) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lightning_proxy.methods.base import EMBEDDINGS, STATISTICS, Records, SelectionMethod
+from lightning_proxy.methods.base import EMBEDDINGS, STATISTICS, Records, SelectionMethod, named
 from lightning_proxy.selection.coverage import paper_cutoff, without_hardest
 from lightning_proxy.selection.graph import d2_pruning
 
@@ -37,8 +37,7 @@ class D2Pruning(SelectionMethod):
                 f"{gamma_reverse}, {cutoff}"
             )
         self.statistic, self.k, self.cutoff, self.balanced = statistic, k, cutoff, balanced
-        if balanced is False:
-            self.name = "d2_unbalanced"
+        self.name = named("d2", statistic != "forgetting" and statistic, balanced is False and "unbalanced")
         self.gamma_forward, self.gamma_reverse = gamma_forward, gamma_reverse
 
     def needs(self) -> set[str]:
