@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,13 +25,13 @@ from lightning_proxy.datamodules.images import ImagePoolDataModule, InMemoryImag
 from lightning_proxy.datamodules.pool import PoolDataset
 from lightning_proxy.datamodules.tensor_batches import BatchAugment
 from lightning_proxy.datamodules.text import (
-    ALPHABET,
-    Characters,
     Reviews,
     TextBatches,
     TokenCache,
-    WordNgrams,
     check_text_options,
+    encoder_of,
+    text_batches,
+    token_ids,
 )
 
 
@@ -104,6 +104,7 @@ class HuggingFaceDataModule(ImagePoolDataModule):
         self.resize, self.pad = image_size, pad
         self.encoding, self.ngrams, self.buckets = encoding, ngrams, buckets
         self.char_length, self.lowercase = char_length, lowercase
+        self._decoded: dict[str, torch.Tensor] = {}
         self._splits = open_splits(path, dataset, where)
         missing = [s for s in (train_split, val_split) if s not in self._splits]
         if missing:
@@ -118,7 +119,7 @@ class HuggingFaceDataModule(ImagePoolDataModule):
         self.class_names = self._class_names()
         self.num_base_classes = len(self.class_names)
         if text_column is not None:
-            self.in_channels = buckets + 1 if encoding == "words" else len(ALPHABET) + 2
+            self.in_channels = token_ids(encoding, buckets)
         else:
             self.in_channels = 1 if self._splits[train_split][0][image_column].mode in ("L", "1", "I;16") else 3
         self.mean, self.std = (0.5,) * self.in_channels, (0.25,) * self.in_channels  # until the pool is read
@@ -159,33 +160,28 @@ class HuggingFaceDataModule(ImagePoolDataModule):
             arrays.append(np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], -1))
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
+    def _decoded_split(self, split: str) -> torch.Tensor:
+        if split not in self._decoded:
+            self._decoded[split] = self._images(split)
+        return self._decoded[split]
+
     def build_pool(self, split: str, transform: Callable | None = None) -> PoolDataset:
         if self.text_column is not None:
             cache = self._token_cache(split)
-            encode = WordNgrams(cache, self.ngrams, self.buckets) if self.encoding == "words" else None
-            return Reviews(cache, encode or Characters(cache, self.char_length), list(self.class_names))
-        images = self._decoded.get(split)
-        if images is None:
-            images = self._decoded[split] = self._images(split)
+            encode = encoder_of(cache, self.encoding, self.ngrams, self.buckets, self.char_length)
+            return Reviews(cache, encode, list(self.class_names))
         labels = self._labels(self._splits[self.splits_by_role[split]])
-        return InMemoryImages(images, labels, list(self.class_names), transform)
-
-    @property
-    def _decoded(self) -> dict[str, torch.Tensor]:
-        if not hasattr(self, "_decoded_images"):
-            self._decoded_images: dict[str, torch.Tensor] = {}
-        return self._decoded_images
+        return InMemoryImages(self._decoded_split(split), labels, list(self.class_names), transform)
 
     def load_pool(self, split: str) -> PoolDataset:
         """Images normalised by the training split's channel means and deviations (read first); text as is."""
         if self.text_column is not None:
             return self.build_pool(split)
-        if "train" not in self._decoded:
-            images = self._decoded["train"] = self._images("train")
-            pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
-            self.mean = tuple(pixels.mean(1).tolist())
-            self.std = tuple(max(v, 1e-3) for v in pixels.std(1).tolist())
-        self.image_size = int(self._decoded["train"].shape[-1])
+        train = self._decoded_split("train")
+        pixels = train.transpose(0, 1).reshape(train.shape[1], -1).double() / 255
+        self.mean = tuple(pixels.mean(1).tolist())
+        self.std = tuple(max(v, 1e-3) for v in pixels.std(1).tolist())
+        self.image_size = int(train.shape[-1])
         return super().load_pool(split)
 
     def augmentation(self) -> BatchAugment:
@@ -228,9 +224,9 @@ class HuggingFaceDataModule(ImagePoolDataModule):
     def item_dataset(self, split: str, augment: bool) -> PoolDataset:
         return self.split_pool(split) if self.text_column is not None else super().item_dataset(split, augment)
 
-    def batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False):
+    def batches(
+        self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False
+    ) -> TextBatches | Iterable:
         if self.text_column is None:
             return super().batches(split, indices, batch_size, train, augment)
-        rank, world_size = self._rank_and_world() if train else (0, 1)
-        encode, targets = self.split_pool(split).encode, self.model_targets(split)
-        return TextBatches(encode, targets, indices, batch_size, shuffle=train, rank=rank, world_size=world_size)
+        return text_batches(self, split, indices, batch_size, train)

@@ -89,7 +89,6 @@ class ImagePoolDataModule(PoolDataModule):
         self.data_path = data_path
         self.synthetic = synthetic
         self._score_pool: PoolDataset | None = None
-        self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- what a concrete datamodule provides ---------------------------------------------------------
     def build_pool(self, split: str, transform: Callable | None = None) -> PoolDataset:
@@ -169,8 +168,8 @@ class ImagePoolDataModule(PoolDataModule):
         over items transformed one by one (augmented when ``train`` or ``augment``)."""
         if not self.uses_tensor_path:
             return super().batches(split, indices, batch_size, train, augment)
-        images, targets = self._tensors(split)
-        rank, world_size = self._rank_and_world() if train else (0, 1)
+        images, targets = self.on_device(split, self.split_pool(split).images)
+        rank, world_size = self.rank_and_world() if train else (0, 1)
         return TensorBatches(
             images,
             targets,
@@ -184,13 +183,3 @@ class ImagePoolDataModule(PoolDataModule):
             world_size=world_size,
             channels_last=images.device.type == "cuda",
         )
-
-    def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A split's images and model labels (-1: classes left out) on the training device, moved once."""
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        key = (split, device)
-        if key not in self._on_device:
-            pool = self.split_pool(split)
-            self._on_device[key] = (pool.images.to(device), self.model_targets(split).to(device))
-        return self._on_device[key]

@@ -102,6 +102,7 @@ class PoolDataModule(L.LightningDataModule):
         self._val_set: PoolDataset | None = None
         self.train_indices: np.ndarray | None = None
         self.class_ids: list[int] | None = None
+        self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- what a concrete datamodule provides ---------------------------------------------------------
     def build_pool(self, split: str) -> PoolDataset:
@@ -180,14 +181,24 @@ class PoolDataModule(L.LightningDataModule):
             return np.arange(len(targets))
         return np.flatnonzero(np.isin(targets, self.class_ids))
 
-    def _rank_and_world(self) -> tuple[int, int]:
+    def rank_and_world(self) -> tuple[int, int]:
+        """This process's rank and the number of processes (0 and 1 outside a trainer)."""
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def on_device(self, split: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's ``inputs`` (one tensor of the whole split) and model labels (-1: classes left out) on the
+        training device, moved there once per split and device."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if (split, device) not in self._on_device:
+            self._on_device[(split, device)] = (inputs.to(device), self.model_targets(split).to(device))
+        return self._on_device[(split, device)]
 
     def sharded(self, batches: Iterable) -> Iterable:
         """Batches that split themselves, split over the ranks as Lightning's ``DistributedSampler`` splits a
         ``DataLoader`` (which Lightning does itself)."""
-        return batches.shard(*self._rank_and_world()) if isinstance(batches, ShardedBatches) else batches
+        return batches.shard(*self.rank_and_world()) if isinstance(batches, ShardedBatches) else batches
 
     # --- the seam: an epoch's batches of a set of pool indices -------------------------------------------
     def batches(self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False) -> Iterable:

@@ -96,7 +96,6 @@ class TensorPoolDataModule(PoolDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self._given = {"train": train, "val": val}
         self._classes = None if classes is None else list(classes)
-        self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         if train is not None:
             pool = TensorPool(*train, classes=classes, where=f"{type(self).__name__}(train=...)")
             self.num_base_classes = len(pool.classes)
@@ -117,13 +116,8 @@ class TensorPoolDataModule(PoolDataModule):
         self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False
     ) -> PoolBatches:
         """Batches indexed out of the split's tensor on the training device (moved there once)."""
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        if (split, device) not in self._on_device:
-            inputs = self.split_pool(split).inputs
-            self._on_device[(split, device)] = (inputs.to(device), self.model_targets(split).to(device))
-        inputs, targets = self._on_device[(split, device)]
-        rank, world_size = self._rank_and_world() if train else (0, 1)
+        inputs, targets = self.on_device(split, self.split_pool(split).inputs)
+        rank, world_size = self.rank_and_world() if train else (0, 1)
         return PoolBatches(inputs, targets, indices, batch_size, shuffle=train, rank=rank, world_size=world_size)
 
 

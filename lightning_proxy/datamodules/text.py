@@ -285,6 +285,26 @@ def check_text_options(encoding: str, ngrams: int, buckets: int, char_length: in
         raise ValueError(f"ngrams, buckets and char_length must be at least 1; got {ngrams}, {buckets}, {char_length}")
 
 
+def token_ids(encoding: str, buckets: int) -> int:
+    """How many token ids a model reads (its ``in_channels``): the buckets and padding, or the alphabet's."""
+    return buckets + 1 if encoding == "words" else len(ALPHABET) + 2
+
+
+def encoder_of(
+    cache: TokenCache, encoding: str, ngrams: int, buckets: int, char_length: int
+) -> Callable[[np.ndarray], torch.Tensor]:
+    """Rows of ``cache`` -> a batch of token ids: hashed word n-grams (fastText) or characters (VDCNN)."""
+    return WordNgrams(cache, ngrams, buckets) if encoding == "words" else Characters(cache, char_length)
+
+
+def text_batches(dm: PoolDataModule, split: str, indices: np.ndarray, batch_size: int, train: bool) -> TextBatches:
+    """A text datamodule's batches of ``indices``: rows of the cached tokens, encoded a batch at a time,
+    shuffled and split over the ranks when ``train``; text has no augmentation."""
+    rank, world_size = dm.rank_and_world() if train else (0, 1)
+    encode, targets = dm.split_pool(split).encode, dm.model_targets(split)
+    return TextBatches(encode, targets, indices, batch_size, shuffle=train, rank=rank, world_size=world_size)
+
+
 class AmazonReviewsDataModule(PoolDataModule):
     """Amazon Review Polarity (2 classes; 3.6M training and 400k test reviews) or Full (5 classes; 3M and 650k)
     from the CSV release in ``root``; validation is the release's test split, as in SVP.
@@ -319,7 +339,7 @@ class AmazonReviewsDataModule(PoolDataModule):
         folder, self.num_base_classes, self.url = RELEASES[variant]
         self.name = f"amazon_review_{variant}"
         self.folder = Path(self.root) / folder
-        self.in_channels = buckets + 1 if encoding == "words" else len(ALPHABET) + 2
+        self.in_channels = token_ids(encoding, buckets)
 
     def prepare_data(self) -> None:
         """Download where asked and build the token caches, once per node before the ranks read them."""
@@ -337,9 +357,7 @@ class AmazonReviewsDataModule(PoolDataModule):
         return TokenCache.of(path, self.num_base_classes, self.lowercase, self.char_length)
 
     def encoder(self, cache: TokenCache) -> Callable[[np.ndarray], torch.Tensor]:
-        if self.encoding == "words":
-            return WordNgrams(cache, self.ngrams, self.buckets)
-        return Characters(cache, self.char_length)
+        return encoder_of(cache, self.encoding, self.ngrams, self.buckets, self.char_length)
 
     def build_pool(self, split: str) -> Reviews:
         cache = self._cache(split)
@@ -348,10 +366,7 @@ class AmazonReviewsDataModule(PoolDataModule):
     def batches(
         self, split: str, indices: np.ndarray, batch_size: int, train: bool, augment: bool = False
     ) -> TextBatches:
-        """Rows of the cached tokens, encoded a batch at a time; text has no augmentation."""
-        rank, world_size = self._rank_and_world() if train else (0, 1)
-        encode, targets = self.split_pool(split).encode, self.model_targets(split)
-        return TextBatches(encode, targets, indices, batch_size, shuffle=train, rank=rank, world_size=world_size)
+        return text_batches(self, split, indices, batch_size, train)
 
 
 def write_synthetic_reviews(
