@@ -1,7 +1,9 @@
 """The LightningModule: any registered model, Adam/SGD/RMSprop, one-cycle or step schedule, label smoothing.
 
 ``training_step`` returns the per-example logits, targets and pool indices (detached) next to the loss,
-so the per-example callbacks need no second forward pass.
+so the per-example callbacks need no second forward pass. A callback may weigh each example's loss
+(``loss_weights``, one weight per pool index), and every training counts and logs its example passes
+(``train/examples_seen``, summed over ranks), so the cost of a pruned training compares without arithmetic.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class ClassificationModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.loss_weights: torch.Tensor | None = None  # one weight per pool index, set by a callback; None: all 1
+        self.examples_seen = 0  # forward and backward passes of one example, summed over ranks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self._prepare(x))
@@ -125,17 +129,34 @@ class ClassificationModule(L.LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor:
+        """The batch's loss: the mean, or with ``loss_weights`` the mean of the weighted per-example losses (the
+        rescaling of InfoBatch's kept examples keeps the expected gradient)."""
+        if self.loss_weights is None or indices is None:
+            return self._loss(logits, y)
+        losses = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing, reduction="none")
+        return (losses * self.loss_weights.to(losses.device)[indices.to(losses.device)]).mean()
+
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y, indices = _split(batch)
         logits = self(x)
-        loss = self._loss(logits, y)
+        loss = self.training_loss(logits, y, indices)
+        ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        self.examples_seen += y.shape[0] * ranks
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("train/examples_seen", float(self.examples_seen), on_step=False, on_epoch=True, reduce_fx="max")
         out = {"loss": loss, "logits": logits.detach(), "targets": y}
         if indices is not None:
             out["indices"] = indices
         return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["examples_seen"] = self.examples_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.examples_seen = int(checkpoint.get("examples_seen", 0))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y, _ = _split(batch)

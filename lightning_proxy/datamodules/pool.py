@@ -13,7 +13,8 @@ and text (:mod:`~lightning_proxy.datamodules.text`) make their own batches there
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import lightning as L
@@ -103,6 +104,7 @@ class PoolDataModule(L.LightningDataModule):
         self.train_indices: np.ndarray | None = None
         self.class_ids: list[int] | None = None
         self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.epoch_chooser: Callable[[int, np.ndarray], np.ndarray] | None = None
 
     # --- what a concrete datamodule provides ---------------------------------------------------------
     def build_pool(self, split: str) -> PoolDataset:
@@ -218,9 +220,34 @@ class PoolDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> Iterable:
-        """Shuffled training subset; items are ``(input, label, pool_index)``."""
+        """Shuffled training subset (or this epoch's choice of it); items are ``(input, label, pool_index)``."""
         self.setup("fit")
-        return self.batches("train", self.train_indices, self.batch_size, train=True)
+        return self.batches("train", self.epoch_indices(), self.batch_size, train=True)
+
+    # --- a per-epoch choice of examples (online pruning) -----------------------------------------------------
+    def choose_each_epoch(self, chooser: Callable[[int, np.ndarray], np.ndarray] | None) -> None:
+        """Train each epoch on ``chooser(epoch, train_indices)``, pool indices out of the training subset (None:
+        the whole subset again). The training loader asks it when it is made; a callback that sets it makes
+        Lightning reload that loader every epoch. Every rank must choose the same set: each trains its shard."""
+        self.epoch_chooser = chooser
+
+    def epoch_indices(self) -> np.ndarray:
+        """The pool indices the current epoch trains on: the chooser's, checked against the training subset."""
+        if self.epoch_chooser is None:
+            return self.train_indices
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        chosen = np.asarray(self.epoch_chooser(epoch, self.train_indices), dtype=np.int64)
+        if len(chosen) == 0 or len(np.unique(chosen)) != len(chosen) or not np.isin(chosen, self.train_indices).all():
+            raise ValueError(
+                f"the choice of epoch {epoch} ({len(chosen)} indices) must be distinct pool indices of the training "
+                f"subset ({len(self.train_indices)} examples), at least one"
+            )
+        return chosen
+
+    def batches_per_epoch(self, count: int) -> int:
+        """Training batches of this process in an epoch of ``count`` examples (each rank's shard padded equal)."""
+        _, world = self.rank_and_world()
+        return math.ceil(math.ceil(count / world) / self.batch_size)
 
     def val_dataloader(self) -> Iterable:
         """Validation set restricted to the kept classes; items are ``(input, label, val_index)``."""

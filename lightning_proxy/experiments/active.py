@@ -335,6 +335,7 @@ def active(
                         "selection_seconds": loop.selection_seconds(size),
                         "selection_wall_seconds": loop.selection_seconds(size, wall=True),
                         "target_seconds": result["seconds"],
+                        "examples_seen": result.get("examples_seen"),
                     }
                 )
     return report(

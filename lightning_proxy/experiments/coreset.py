@@ -212,7 +212,12 @@ def _correlations(
 
 
 def _row(result: dict[str, Any], error: str) -> dict[str, Any]:
-    return {**errors_of(result, error), "train_examples": result["train_examples"], "seconds": result["seconds"]}
+    return {
+        **errors_of(result, error),
+        "train_examples": result["train_examples"],
+        "examples_seen": result.get("examples_seen"),
+        "seconds": result["seconds"],
+    }
 
 
 def report(
@@ -238,6 +243,7 @@ def report(
             vs_random_mean=("vs_random", "mean"),
             vs_random_std=("vs_random", "std"),
             examples=("train_examples", "mean"),
+            examples_seen=("examples_seen", "mean"),
             min_class_share=("min_class_share", "min"),
             target_seconds=("seconds", "mean"),
             end_to_end_seconds=("end_to_end_seconds", "mean"),

@@ -219,8 +219,8 @@ def train(
     ``extra_callbacks`` are callback objects added to them (e.g. one that reports to a live Optuna trial). The
     result holds the final validation accuracy and loss, the best validation accuracy at any epoch and
     every epoch's, the wall time of the fit and of its training epochs alone (``train_seconds``), the number
-    of training examples, the files its callbacks wrote (``files``: stem -> path in ``folder``, read with
-    :func:`written`) and ``extra``. ``progress``:
+    of training examples and of example passes (``examples_seen``), the files its callbacks wrote (``files``:
+    stem -> path in ``folder``, read with :func:`written`) and ``extra``. ``progress``:
     the experiment's :class:`Progress` and this run's label, for its line when it finishes.
 
     A run keeps no checkpoint and makes no sanity pass: what an experiment keeps of it is its result, its
@@ -268,6 +268,7 @@ def train(
         "seconds": seconds,
         "train_seconds": history.train_seconds,
         "train_examples": len(datamodule.train_indices),
+        "examples_seen": getattr(model, "examples_seen", None),  # example passes, summed over ranks
         "pool_size": datamodule.pool_size,
         "seed": seed,
         "files": {name: os.path.relpath(path, folder) for name, path in made.items()},

@@ -191,6 +191,7 @@ RECORDED = (
     "seconds",
     "epoch_val_acc",
     "train_examples",
+    "examples_seen",
     "val_acc",
     "ranking",
     "synthetic",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from lightning_proxy.selection.coverage import ccs, class_quotas, paper_cutoff, per_class
 from lightning_proxy.selection.ranking import Ranking, load_ranking, pool_fingerprint
@@ -105,6 +106,10 @@ class SubsetSpec:
             if len(self.classes) < 2:
                 raise ValueError(f"subset.classes must name at least 2 classes, got {self.classes}")
             self.classes = [str(name) for name in self.classes]
+
+
+# a datamodule's hyperparameters hold its SubsetSpec: checkpoints load with torch's safe (weights-only) unpickler
+torch.serialization.add_safe_globals([SubsetSpec])
 
 
 def choose_classes(spec: SubsetSpec, class_names: list[str]) -> list[int]:

@@ -10,6 +10,9 @@ this script for rank 1, which makes the same fits.
 - ``OUT_DIR/tensors``: a 1-D CNN on a subset of a small MNIST-1D, recording each rank's pool indices per
   epoch (tests/test_tensors.py);
 - ``OUT_DIR/hf_text``: fastText on a subset of the same reviews as a ``datasets`` folder (tests/test_huggingface.py);
+- ``OUT_DIR/pruning_tensor``, ``OUT_DIR/pruning_items``, ``OUT_DIR/pruning_text``: online pruning on each data
+  path, recording each rank's choice, loss weights, pool indices per epoch and example passes
+  (tests/test_pruning.py);
 - ``OUT_DIR/text``: fastText on a subset of synthetic Amazon reviews (written by rank zero before the first
   launch), recording each rank's pool indices per epoch, with forgetting events (tests/test_text.py).
 """
@@ -23,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, PostTrainingScores
+from lightning_proxy.callbacks import EL2N, AreaUnderMargin, ForgettingEvents, OnlinePruning, PostTrainingScores
 from lightning_proxy.datamodules import AmazonReviewsDataModule, DigitsDataModule, MNIST1DDataModule, SubsetSpec
 from lightning_proxy.datamodules.text import write_synthetic_reviews
 from lightning_proxy.module import ClassificationModule
@@ -59,12 +62,45 @@ class CountPresentations(L.Callback):
         self.per_epoch.append(trainer.strategy.reduce(self.count, reduce_op="sum").numpy())
 
 
-def ddp_trainer(callbacks: list) -> L.Trainer:
+class RecordedPruning(OnlinePruning):
+    """Online pruning that saves each rank's choice and loss weights of every epoch it trains."""
+
+    def __init__(self, out: Path, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.out = out
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        chosen = self.choose(trainer.current_epoch, trainer.datamodule.train_indices)
+        weights = pl_module.loss_weights
+        np.savez(
+            self.out / f"choice_rank{trainer.global_rank}_epoch{trainer.current_epoch}.npz",
+            chosen=chosen,
+            weights=np.ones(0) if weights is None else weights.cpu().numpy(),
+        )
+
+
+def pruned_fit(out: Path, data_path: str) -> None:
+    L.seed_everything(0)
+    if data_path == "text":
+        dm = AmazonReviewsDataModule(root=str(out.parent / "text_data"), buckets=1000, batch_size=16)
+        model = ClassificationModule(arch="fasttext", num_classes=2, in_channels=dm.in_channels, lr=1.0, weight_decay=0)
+    else:
+        dm = DigitsDataModule(batch_size=32, subset=SubsetSpec(fraction=0.3, seed=1), data_path=data_path)
+        model = ClassificationModule(arch="preact_resnet8", num_classes=10, in_channels=1, lr=0.05)
+    pruning = RecordedPruning(out, ratio=0.6, delta=1.0, dirpath=str(out))
+    trainer = ddp_trainer([pruning, RecordIndices(out), ForgettingEvents(dirpath=str(out))], epochs=4)
+    trainer.fit(model, dm)
+    np.save(out / f"examples_seen_rank{trainer.global_rank}.npy", np.array(model.examples_seen))
+    if trainer.is_global_zero:
+        np.save(out / "subset.npy", dm.train_indices)
+
+
+def ddp_trainer(callbacks: list, epochs: int = 2) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu",
         devices=2,
         strategy="ddp",
-        max_epochs=2,
+        max_epochs=epochs,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -173,6 +209,9 @@ if __name__ == "__main__":
         "tensors": tensor_coverage,
         "text": text_coverage,
         "hf_text": hf_text_coverage,
+        "pruning_tensor": lambda folder: pruned_fit(folder, "tensor"),
+        "pruning_items": lambda folder: pruned_fit(folder, "items"),
+        "pruning_text": lambda folder: pruned_fit(folder, "text"),
     }
     for name, fit in fits.items():
         (out / name).mkdir(parents=True, exist_ok=True)
