@@ -50,14 +50,16 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="names of the commands to run (default: all)")
     args = parser.parse_args()
     rows = []
-    folder = Path(tempfile.mkdtemp())  # one folder for all: the reviews written once serve both text commands
-    (folder / "configs").symlink_to(ROOT / "configs")
-    for name, command in COMMANDS.items():
-        if args.only and name not in args.only:
-            continue
-        gb, seconds = peak(command, folder)
-        rows.append((name, " ".join(command[:4]) if command[0] != sys.executable else "python -c ...", gb, seconds))
-        print(f"{name}: {gb:.2f} GB, {seconds:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as temporary:  # one folder: the reviews written once serve both text commands
+        folder = Path(temporary)
+        (folder / "configs").symlink_to(ROOT / "configs")
+        for name, command in COMMANDS.items():
+            if args.only and name not in args.only:
+                continue
+            gb, seconds = peak(command, folder)
+            shown = " ".join(command[:4]) if command[0] != sys.executable else "python -c ..."
+            rows.append((name, shown, gb, seconds))
+            print(f"{name}: {gb:.2f} GB, {seconds:.0f} s", flush=True)
     print("\n| command | peak resident | wall |\n| --- | ---: | ---: |")
     for name, command, gb, seconds in rows:
         print(f"| {name}: `{command}` | {gb:.2f} GB | {seconds:.0f} s |")

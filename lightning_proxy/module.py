@@ -146,11 +146,13 @@ class ClassificationModule(L.LightningModule):
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("train/examples_seen", float(self.examples_seen), on_step=False, on_epoch=True, reduce_fx="max")
         out = {"loss": loss, "logits": logits.detach(), "targets": y}
         if indices is not None:
             out["indices"] = indices
         return out
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/examples_seen", float(self.examples_seen))  # once an epoch: a count, not a step's value
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["examples_seen"] = self.examples_seen

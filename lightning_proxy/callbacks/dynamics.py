@@ -33,10 +33,17 @@ class EpochAverage(ExampleStatistic):
         self._epoch["count"].index_add_(0, indices, torch.ones_like(values))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.average_epoch(trainer)
+
+    def average_epoch(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reduce the epoch over the ranks and add its per-example means to the average; the examples presented
+        in it and their means."""
         epoch = self.reduce_epoch(trainer, op="sum")
         presented = epoch["count"] > 0
-        self._state["total"] += torch.where(presented, epoch["sum"] / epoch["count"].clamp(min=1), 0.0)
+        mean = epoch["sum"] / epoch["count"].clamp(min=1)
+        self._state["total"] += torch.where(presented, mean, 0.0)
         self._state["epochs"] += presented.int()
+        return presented, mean
 
     def scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Average over epochs, and the mask of examples ever presented."""

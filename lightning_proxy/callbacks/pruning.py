@@ -142,8 +142,8 @@ class OnlinePruning(EpochAverage):
         if not self.prunes(epoch, trainer.max_epochs) or not self._state:
             return train_indices
         pool = torch.as_tensor(train_indices, dtype=torch.int64)
-        seen = self._state["epochs"][pool.to(self._state["epochs"].device)].cpu() > 0
-        last = self._state["last"][pool.to(self._state["last"].device)].cpu()
+        on_device = pool.to(self._state["last"].device)
+        seen, last = self._state["epochs"][on_device].cpu() > 0, self._state["last"][on_device].cpu()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if self.seed is None else self.seed
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         dropped, weights = prune(last, seen, self.ratio, self.policy, generator)
@@ -188,11 +188,7 @@ class OnlinePruning(EpochAverage):
         if self._reduced_epoch == trainer.current_epoch:
             return
         self._reduced_epoch = trainer.current_epoch
-        epoch = self.reduce_epoch(trainer, op="sum")
-        presented = epoch["count"] > 0
-        mean = epoch["sum"] / epoch["count"].clamp(min=1)
-        self._state["total"] += torch.where(presented, mean, 0.0)
-        self._state["epochs"] += presented.int()
+        presented, mean = self.average_epoch(trainer)
         self._state["last"] = torch.where(presented, mean, self._state["last"])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
