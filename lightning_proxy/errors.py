@@ -23,6 +23,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     NotADirectoryError,
     ModuleNotFoundError,  # an optional package: the message names the extra that installs it
+    ConnectionError,  # a database that does not answer: the message names it and what to do
 )
 
 

@@ -24,6 +24,14 @@ def write_atomically(path: Path, write: Callable[[str], Any]) -> None:
         raise
 
 
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed :func:`write_atomically` left in ``folder`` (not below it)."""
+    found = sorted(Path(folder).glob(".*.tmp*")) if Path(folder).is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def write_npz(path: Path, metadata: dict[str, Any], **arrays: Any) -> Path:
     """Arrays and a JSON ``metadata`` string in one ``.npz``, readable with numpy alone."""
     import numpy as np

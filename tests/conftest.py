@@ -20,3 +20,16 @@ def ddp_fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     script = Path(__file__).parent / "scripts" / "ddp_fits.py"
     subprocess.run([sys.executable, str(script), str(out)], check=True, timeout=900)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The tests' own PostgreSQL server (see ``postgres.py``), started once and stopped by its pid."""
+    from postgres import Server, binaries
+
+    found = binaries()
+    if found is None:
+        pytest.skip("no PostgreSQL server binaries (set LIGHTNING_PROXY_PG_BIN); .ci/run installs them")
+    server = Server(found)
+    yield server
+    server.close()

@@ -246,3 +246,30 @@ def test_nested_overrides_flatten_except_dict_options_and_classes():
     nested = {"data.subset": {"fraction": 0.5}, "model.arch_kwargs": {"widths": [8]}, "trainer": {"max_epochs": 2}}
     assert flat(nested) == {"data.subset.fraction": 0.5, "model.arch_kwargs": {"widths": [8]}, "trainer.max_epochs": 2}
     assert flat({"data": {"class_path": "X"}}) == {"data": {"class_path": "X"}}
+
+
+def test_a_resume_with_other_settings_refuses_or_retrains_and_redoes_what_is_damaged(tmp_path, capsys):
+    out, small = tmp_path / "out", {"methods": ["forgetting"], "fractions": [0.3], "oracle": False}
+    tiny_coreset(out, **small)
+    proxy = out / "seed0" / "proxy"
+    (proxy / ".forgetting.x1y2.tmp.npz").write_bytes(b"half")  # a write a kill cut short
+    two_epochs = {"target_args": {**QUICK, "trainer.max_epochs": 2}}
+    with pytest.raises(ValueError, match=r"seed0/full holds .* \(trainer\.max_epochs: 1 -> 2\).*--retrain_changed"):
+        tiny_coreset(out, **small, **two_epochs)
+    assert not list(proxy.glob(".*.tmp*")), "the orphaned temporary file is gone"
+    assert len(read_result(out / "seed0" / "full")["epoch_val_acc"]) == 1, "nothing was overwritten"
+    capsys.readouterr()
+    tiny_coreset(out, **small, **two_epochs, retrain_changed=True)
+    results = pd.read_csv(out / "results.csv")
+    said = capsys.readouterr().out
+    assert said.startswith("[1/3] proxy: error") and "done before" in said.splitlines()[0]  # the proxy is unchanged
+    for folder in (out / "seed0" / "full", out / "seed0" / "forgetting" / "0.3"):
+        assert len(read_result(folder)["epoch_val_acc"]) == 2, f"{folder} trained again, for two epochs"
+    # a ranking file deleted under the finished proxy: the proxy trains again, the rest is read back
+    (proxy / "forgetting.npz").unlink()
+    stamp = (out / "seed0" / "full" / "result.json").stat().st_mtime_ns
+    tiny_coreset(out, **small, **two_epochs)
+    assert "forgetting file is missing or damaged; training it again" in capsys.readouterr().out
+    assert (proxy / "forgetting.npz").is_file()
+    assert (out / "seed0" / "full" / "result.json").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv")[RESULT_COLUMNS], results[RESULT_COLUMNS])

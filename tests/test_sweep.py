@@ -329,6 +329,12 @@ def test_a_smarter_sampler_searches_the_same_values_until_n_trials_complete(tmp_
         assert name == (",".join(changed) or "default")
 
 
+def _finished(config_folder: str) -> Path:
+    """The attempt folder in which a grid point's configuration finished (one per trial that trained it)."""
+    (found,) = Path(config_folder).glob("trial*/result.json")
+    return found.parent
+
+
 def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     overrides = {
@@ -380,9 +386,9 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     assert loss.metadata["statistic"] == "loss" and len(loss.indices) == len(_digits_targets())
     quarter = round(0.25 * len(loss.indices))
     for strategy, keep in (("easiest-0.25", "lowest"), ("hardest-0.25", "highest")):
-        result = json.loads(Path(f"out/digits/{strategy}/default/result.json").read_text())
+        result = json.loads((_finished(f"out/digits/{strategy}/default") / "result.json").read_text())
         assert result["train_examples"] == quarter
-        config = yaml.safe_load(Path(f"out/digits/{strategy}/default/config.yaml").read_text())
+        config = yaml.safe_load((_finished(f"out/digits/{strategy}/default") / "config.yaml").read_text())
         subset = config["data"]["init_args"]["subset"]
         assert subset["keep"] == keep and subset["ranking"].endswith("loss_ranking/loss.npz")
     # the distilled strategy: one synthetic set, made once; each run's cost carries a third of its making time
@@ -390,12 +396,12 @@ def test_sweep_on_digits_end_to_end(tmp_path, monkeypatch):
     assert made.metadata["iterations"] == 3 and len(made) == 20
     distilled = results[results.strategy == "distilled-dm-ipc2"].set_index("config")
     for config in distilled.index:
-        run = json.loads(Path(f"out/digits/distilled-dm-ipc2/{config}/result.json").read_text())
+        run = json.loads((_finished(f"out/digits/distilled-dm-ipc2/{config}") / "result.json").read_text())
         assert run["train_examples"] == 20
         assert distilled.seconds[config] == pytest.approx(run["seconds"] + made.metadata["seconds"] / 3)
-    config = yaml.safe_load(Path("out/digits/distilled-dm-ipc2/default/config.yaml").read_text())
+    config = yaml.safe_load((_finished("out/digits/distilled-dm-ipc2/default") / "config.yaml").read_text())
     assert config["data"]["init_args"]["synthetic"].endswith("distilled-dm-ipc2/synthetic.npz")
-    half = json.loads(Path("out/digits/half_classes-0.5/default/result.json").read_text())
+    half = json.loads((_finished("out/digits/half_classes-0.5/default") / "result.json").read_text())
     assert half["train_examples"] == round(0.5 * np.isin(_digits_targets(), _half_classes(0)).sum())
 
     assert Path("out/results.csv").is_file() and Path("out/table2.md").is_file()

@@ -45,7 +45,7 @@ from lightning_proxy.experiments.runs import (
     write_report,
     written,
 )
-from lightning_proxy.files import write_atomically, write_json
+from lightning_proxy.files import remove_orphans, write_atomically, write_json
 from lightning_proxy.methods import EMBEDDINGS, UNCERTAINTY, Records, SelectionMethod, build_method, callbacks_for
 from lightning_proxy.selection.ranking import load_ranking
 from lightning_proxy.training import Training
@@ -127,10 +127,11 @@ class Loop:
         identity: dict[str, Any],
         seeding: str = "per_training",
         score_augmented: bool = False,
+        retrain_changed: bool = False,
     ) -> None:
         self.folder, self.method, self.selector, self.training = folder, method, selector, training
         self.pool, self.sizes, self.seed, self.seeding = pool, sizes, seed, seeding
-        self.score_augmented = score_augmented
+        self.score_augmented, self.retrain_changed = score_augmented, retrain_changed
         self.identity = identity
         self.state = self._load()
 
@@ -190,6 +191,7 @@ class Loop:
                     callbacks_for(needs, self.score_augmented, scored=str(scored_file)),
                     self.training_seed(self.selector, have),
                     None if progress is None else (progress, f"{self.folder.name} selector, {have} labelled"),
+                    retrain_changed=self.retrain_changed,
                     role=f"{self.selector} selector",
                     labelled=have,
                 )
@@ -245,6 +247,7 @@ def active(
     error: str = "best",
     seeding: str = "per_training",
     score_augmented: bool = False,
+    retrain_changed: bool = False,
 ) -> pd.DataFrame:
     """Batch active learning via proxy: grow labelled sets round by round, train the target at each budget.
 
@@ -273,6 +276,8 @@ def active(
             for every fit of a loop).
         score_augmented: the selector scores one training-augmented view of each unlabelled example (and
             k-centers embeds one), as SVP; default un-augmented (reproducible selections).
+        retrain_changed: resumed into an output whose finished trainings had another configuration, train
+            them again (default: refuse, naming the first differing key).
     """
     chosen = [build_method(m) for m in methods or DEFAULT_METHODS]
     if passive := [m.name for m in chosen if not m.active]:
@@ -297,6 +302,7 @@ def active(
     if missing := [b for b, s in budget_sizes.items() if s not in sizes]:
         raise ValueError(f"budgets {missing} are not labelled-set sizes the schedule {schedule} reaches: {sizes}")
     out = Path(output)
+    remove_orphans(out)
     rows = []
     loops = [(m, None) for m in chosen if not m.needs()]  # random: no selector
     loops += [(m, s) for s in selectors for m in chosen if m.needs()]
@@ -310,7 +316,19 @@ def active(
             identity |= {"seeding": seeding, "score_augmented": score_augmented}
             training = trainings[selector or "target"]
             folder = out / f"seed{seed}" / name
-            loop = Loop(folder, method, selector, training, pool, sizes, seed, identity, seeding, score_augmented)
+            loop = Loop(
+                folder,
+                method,
+                selector,
+                training,
+                pool,
+                sizes,
+                seed,
+                identity,
+                seeding,
+                score_augmented,
+                retrain_changed,
+            )
             loop.run(progress)
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training
@@ -320,6 +338,7 @@ def active(
                     [],
                     loop.training_seed("target", size),
                     (progress, f"{name} target, {size} labelled" + (f", seed {seed}" if len(seeds) > 1 else "")),
+                    retrain_changed=retrain_changed,
                     role="target",
                     labelled=size,
                 )

@@ -36,7 +36,7 @@ from lightning_proxy.experiments.runs import (
     train,
     write_report,
 )
-from lightning_proxy.files import write_atomically
+from lightning_proxy.files import remove_orphans, write_atomically
 from lightning_proxy.methods import EMBEDDINGS, Records, SelectionMethod, build_method, callbacks_for, class_shares
 
 DEFAULT_METHODS = ["forgetting", "entropy", "kcenters", "random"]
@@ -59,6 +59,7 @@ def coreset(
     error: str = "best",
     score_augmented: bool = False,
     balanced: bool = False,
+    retrain_changed: bool = False,
 ) -> pd.DataFrame:
     """Core-set selection via proxy: train the proxy, let each method choose subsets, train the target on each.
 
@@ -87,6 +88,8 @@ def coreset(
         score_augmented: the proxy scores (entropy, ...) and k-centers' embeddings come from one training-
             augmented view of each example, as SVP's; default un-augmented (reproducible rankings).
         balanced: every method keeps each class's share of the pool (class quotas that add up to the size).
+        retrain_changed: resumed into an output whose finished trainings had another configuration, train
+            them again (default: refuse, naming the first differing key).
     """
     chosen = [build_method(m, {"kcenters": {"start": kcenters_start}}) for m in methods or DEFAULT_METHODS]
     if len({m.name for m in chosen}) != len(chosen):
@@ -96,25 +99,29 @@ def coreset(
     if bad := [f for f in fractions if not 0 < f <= 1]:
         raise ValueError(f"fractions must lie in (0, 1], got {bad}")
     seeds = seeds_or_default(seeds)
-    if not seeds:
-        raise ValueError("seeds is empty: give at least one, e.g. --seeds '[0]'")
     proxy_training, target_training = proxy_and_target(proxy_config, target_config, proxy_args, target_args, data_args)
     targets = proxy_training.datamodule().targets
     oracles = [m for m in chosen if m.oracle] if oracle else []
     proxy_needs = set().union(*(m.needs() for m in chosen))
     full_needs = set().union(*(m.needs() for m in chosen if m.oracle)) - {EMBEDDINGS}
     out = Path(output)
+    remove_orphans(out)
+    again = {"retrain_changed": retrain_changed}
     rows, correlations = [], []
     runs = [(m.name, m, "proxy") for m in chosen] + [(f"oracle_{m.name}", m, "full") for m in oracles]
     progress = Progress(len(seeds) * (2 + len(runs) * len(fractions)))
     for seed in seeds:
         base, label = out / f"seed{seed}", f" seed {seed}" if len(seeds) > 1 else ""
         proxy_callbacks = callbacks_for(proxy_needs, score_augmented)
-        proxy = train(base / "proxy", proxy_training, proxy_callbacks, seed, (progress, f"proxy{label}"), role="proxy")
+        proxy = train(
+            base / "proxy", proxy_training, proxy_callbacks, seed, (progress, f"proxy{label}"), **again, role="proxy"
+        )
         _warn_if_uninformed(errors_of(proxy, error)["val_error"], targets, seed)
         # the target on everything: the baseline, and its own records (for the correlations and the oracle)
         full_callbacks = callbacks_for(full_needs, score_augmented)
-        full = train(base / "full", target_training, full_callbacks, seed, (progress, f"full{label}"), role="full")
+        full = train(
+            base / "full", target_training, full_callbacks, seed, (progress, f"full{label}"), **again, role="full"
+        )
         everything = {"seed": seed, "method": "full", "fraction": 1.0, **_row(full, error), "min_class_share": 1.0}
         rows.append({**everything, "end_to_end_seconds": full["seconds"]})
         records = {
@@ -135,6 +142,7 @@ def coreset(
                     [],
                     seed,
                     (progress, f"{name} {fraction:g}{label}"),
+                    **again,
                     role=name,
                     fraction=fraction,
                     selection_seconds=selection,

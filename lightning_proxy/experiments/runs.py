@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_proxy.files import write_csv, write_json, write_text
+from lightning_proxy.files import remove_orphans, write_csv, write_json, write_text
 
 if TYPE_CHECKING:  # the training layer imports Lightning: only when a run really trains
     from lightning_proxy.training import Training
@@ -37,6 +37,9 @@ def check_choices(values: Sequence[str], known: Sequence[str], what: str) -> lis
 
 
 def seeds_or_default(seeds: Sequence[int] | None) -> list[int]:
+    """The experiment's seeds (default ``[0]``); an empty list is refused (it would train nothing)."""
+    if seeds is not None and not list(seeds):
+        raise ValueError("--seeds is empty: give at least one, e.g. --seeds '[0]'")
     return list(seeds) if seeds is not None else [0]
 
 
@@ -211,6 +214,7 @@ def train(
     seed: int = 0,
     progress: tuple[Progress, str] | None = None,
     extra_callbacks: Sequence[Any] = (),
+    retrain_changed: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
     """Fit ``training`` in ``folder`` (skipped when its result exists); return the result.
@@ -225,19 +229,48 @@ def train(
 
     A run keeps no checkpoint and makes no sanity pass: what an experiment keeps of it is its result, its
     config and the callbacks' files, and a killed run starts again from its beginning (its partial metrics
-    dropped). Lightning's start-up lines are shown for an experiment's first training only.
+    and temporary files dropped). A finished run is read back only when it trained the configuration asked
+    for (else refused with the first differing key, or trained again with ``retrain_changed``) and every
+    file it wrote is still whole (else trained again). Lightning's start-up lines are shown for an
+    experiment's first training only.
     """
+    remove_orphans(folder)
+    run = _for_folder(training, folder, seed, callbacks)
     done = read_result(folder)
-    if done is not None:
+    if done is not None and _reusable(folder, done, run, retrain_changed):
         if progress is not None:
             progress[0].finished(progress[1], done, trained=False)
         return done
+    (folder / RESULT).unlink(missing_ok=True)
     (folder / "metrics.csv").unlink(missing_ok=True)  # a killed attempt's: this one starts from its beginning
+    with _lightning_info(shown=progress is None or progress[0].trained == 0):
+        trainer, model, datamodule = run.instantiate()
+        history = _validation_history()
+        trainer.callbacks.extend([history, *extra_callbacks])
+        start = time.perf_counter()
+        trainer.fit(model, datamodule)
+        seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training in {folder} was interrupted; start the experiment again to resume")
+    result = _result(trainer, model, datamodule, history, folder, seconds, seed, extra)
+    write_text(folder / CONFIG, run.dump())
+    write_json(folder / RESULT, result)
+    # the trainer, module and callbacks refer to one another: free this training's model, optimizer and
+    # loaders now, before the next training allocates its own (a text model's embedding is 400 MB)
+    del trainer, model, datamodule, history
+    gc.collect()
+    if progress is not None:
+        progress[0].finished(progress[1], result, trained=True)
+    return result
+
+
+def _for_folder(training: Training, folder: Path, seed: int, callbacks: list[dict[str, Any]] | None) -> Training:
+    """``training`` as it runs in ``folder``: seeded, logging there, without checkpoints or a sanity pass."""
     logger = {
         "class_path": "lightning.pytorch.loggers.CSVLogger",
         "init_args": {"save_dir": str(folder), "name": "", "version": ""},
     }
-    run = training.with_overrides(
+    return training.with_overrides(
         {
             "seed_everything": seed,
             "trainer.default_root_dir": str(folder),
@@ -248,18 +281,14 @@ def train(
             **({"trainer.callbacks": callbacks} if callbacks is not None else {}),
         }
     )
-    with _lightning_info(shown=progress is None or progress[0].trained == 0):
-        trainer, model, datamodule = run.instantiate()
-        history = _validation_history()
-        trainer.callbacks.extend([history, *extra_callbacks])
-        start = time.perf_counter()
-        trainer.fit(model, datamodule)
-        seconds = time.perf_counter() - start
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training in {folder} was interrupted; start the experiment again to resume")
+
+
+def _result(
+    trainer: Any, model: Any, datamodule: Any, history: Any, folder: Path, seconds: float, seed: int, extra: Any
+) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     made = {name: path for cb in trainer.callbacks for name, path in getattr(cb, "written", {}).items()}
-    result = {
+    return {
         "val_acc": metrics.get("val/acc"),
         "val_error": None if metrics.get("val/acc") is None else 1.0 - metrics["val/acc"],
         "val_loss": metrics.get("val/loss"),
@@ -274,15 +303,62 @@ def train(
         "files": {name: os.path.relpath(path, folder) for name, path in made.items()},
         **extra,
     }
-    write_text(folder / CONFIG, run.dump())
-    write_json(folder / RESULT, result)
-    # the trainer, module and callbacks refer to one another: free this training's model, optimizer and
-    # loaders now, before the next training allocates its own (a text model's embedding is 400 MB)
-    del trainer, model, datamodule, history
-    gc.collect()
-    if progress is not None:
-        progress[0].finished(progress[1], result, trained=True)
-    return result
+
+
+_PER_FOLDER = ("trainer.default_root_dir", "trainer.logger")  # where a run logs, not what it trains
+
+
+def first_change(recorded: str, asked: str) -> str | None:
+    """The first key (dotted) whose value differs between two resolved configurations (YAML), as
+    ``key: recorded -> asked``; None when they train the same thing (the recorded run may have had more
+    callbacks than asked for)."""
+    import yaml
+
+    old, new = (flat(yaml.safe_load(text) or {}) for text in (recorded, asked))
+    for key in [*new, *(k for k in old if k not in new)]:
+        if key.startswith(_PER_FOLDER) or old.get(key, "<unset>") == new.get(key, "<unset>"):
+            continue
+        if key == "trainer.callbacks" and all(c in (old.get(key) or []) for c in new.get(key) or []):
+            continue  # a run that recorded more than asked (active learning's target round as its selector)
+        return f"{key}: {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}"
+    return None
+
+
+def _whole(path: Path) -> bool:
+    """Whether a file a run wrote is there and not cut short (an ``.npz``'s zip directory, an ``.npy``'s size)."""
+    import zipfile
+
+    import numpy as np
+
+    if not path.is_file():
+        return False
+    if path.suffix == ".npz":
+        return zipfile.is_zipfile(path)
+    if path.suffix == ".npy":
+        try:
+            np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            return False
+    return True
+
+
+def _reusable(folder: Path, done: Mapping[str, Any], run: Training, retrain_changed: bool) -> bool:
+    """Whether the finished run in ``folder`` is what ``run`` asks for, with its files whole."""
+    if damaged := sorted(name for name, path in run_files(folder, done).items() if not _whole(path)):
+        print(f"[resume] {folder}: its {', '.join(damaged)} file is missing or damaged; training it again", flush=True)
+        return False
+    if not (folder / CONFIG).is_file():
+        return True  # a result from before runs recorded their configuration
+    change = first_change((folder / CONFIG).read_text(), run.dump())
+    if change is None:
+        return True
+    if retrain_changed:
+        print(f"[resume] {folder} trained another configuration ({change}); training it again", flush=True)
+        return False
+    raise ValueError(
+        f"{folder} holds a finished training of another configuration ({change}): give another --output, "
+        "or --retrain_changed true to train what changed again"
+    )
 
 
 # --- the report ------------------------------------------------------------------------------------------------

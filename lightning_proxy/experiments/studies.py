@@ -29,6 +29,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from lightning_proxy.experiments.storage import RetryingStorage, open_storage, ride_out, unavailable
 from lightning_proxy.experiments.strategies import config_name
 
 RESULT_COLUMNS = [
@@ -45,24 +46,6 @@ RESULT_COLUMNS = [
     "trial",
     "pruned",
 ]
-
-
-RETRIES = 3  # a trial whose worker died is queued again this many times
-
-
-def open_storage(url: str, heartbeat: int = 60) -> Any:
-    """Optuna's RDB storage with heartbeats: a trial silent for three of them, by the database's clock, is
-    failed and queued again (``RetryHeartbeatStaleTrialCallback``), so a killed worker's configuration is retrained."""
-    engine_kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
-        )
 
 
 def grid_study(
@@ -91,9 +74,34 @@ def _fail_stale_trials(study: Any) -> None:
 
 
 def _optimize_one(study: Any, objective: Callable[[Any], float]) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`GridSampler` is re-evaluating")  # a rare race: stood down
-        study.optimize(objective, n_trials=1)
+    """One trial of ``study``. A trial that trained to its end but was failed as stale meanwhile (its heartbeat
+    came late, after an outage) cannot be told; its result stays in its own run folder, where its retry
+    reads it back, and this worker goes on."""
+    ended: list[int] = []
+
+    def tracked(trial: Any) -> float:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            ended.append(trial.number)
+            raise
+        ended.append(trial.number)
+        return value
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`GridSampler` is re-evaluating")  # a rare race: stood down
+            study.optimize(tracked, n_trials=1)
+    except Exception as error:
+        if (gone := unavailable(error)) is not None:
+            raise gone from None
+        if not ended or study.get_trials(deepcopy=False)[ended[0]].state != TrialState.FAIL:
+            raise
+        print(
+            f"[sweep] {study.study_name} trial {ended[0]} was failed as stale while it trained (its heartbeat came "
+            "late); its retry reads its result back",
+            flush=True,
+        )
 
 
 def _state(trial: Any) -> TrialState | str:
@@ -288,19 +296,27 @@ class Plan:
     said: bool = False
 
 
-def run_plans(plans: list[Plan], poll: float) -> None:
+def run_plans(plans: list[Plan], poll: float, storage: Any = None) -> None:
     """Work on every study until each is complete, whichever worker trains it; while only other workers'
-    trials are left, look again every ``poll`` seconds (a dead worker's trial is then failed and retrained)."""
+    trials are left, look again every ``poll`` seconds (a dead worker's trial is then failed and retrained,
+    a finished one lets this worker stop). With a :class:`RetryingStorage`, an outage between trials is
+    ridden out as the storage's own calls are."""
+
+    def step(plan: Plan) -> bool:
+        if plan.waits_for is not None and _shared_file(plan.waits_for) is None:
+            return False  # its ranking or synthetic set is made (here or elsewhere) first
+        if not plan.said:
+            print(f"[sweep] {plan.label}", flush=True)
+            plan.said = True
+        return plan.work()
+
     while True:
         pending = False
         for plan in plans:
-            if plan.waits_for is not None and _shared_file(plan.waits_for) is None:
-                pending = True  # its ranking or synthetic set is made (here or elsewhere) first
-                continue
-            if not plan.said:
-                print(f"[sweep] {plan.label}", flush=True)
-                plan.said = True
-            pending |= not plan.work()
+            if isinstance(storage, RetryingStorage):
+                pending |= not ride_out(functools.partial(step, plan), storage.url, storage.window)
+            else:
+                pending |= not step(plan)
         if not pending:
             return
         time.sleep(poll)

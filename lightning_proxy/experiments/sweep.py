@@ -33,7 +33,8 @@ import optuna
 import pandas as pd
 import yaml
 
-from lightning_proxy.experiments.runs import train
+from lightning_proxy.experiments.runs import RESULT, train
+from lightning_proxy.experiments.storage import WINDOW, check_storage, open_storage
 from lightning_proxy.experiments.strategies import (
     Strategy,
     config_defaults,
@@ -45,7 +46,6 @@ from lightning_proxy.experiments.studies import (
     Plan,
     collect_results,
     grid_study,
-    open_storage,
     pruning_callback,
     run_grid,
     run_plans,
@@ -140,6 +140,8 @@ def sweep(
     n_trials: int | None = None,
     seed: int = 0,
     heartbeat: int = 60,
+    outage: float = WINDOW,
+    poll: float = 1.0,
     report: bool = True,
     promote: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
@@ -165,21 +167,32 @@ def sweep(
         n_trials: completed trials per study with ``sampler``.
         seed: seed of every training, of the random subsets and of the class draw.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 3 of them is failed.
+        outage: seconds a worker waits for its database to come back (every call retried with backoff)
+            before it stops; its finished trainings are read back when it is started again.
+        poll: seconds between looks at the storage while only other workers' trials are left.
         report: write ``results.csv`` and the proxy-quality report when this worker is done.
         promote: hybrids for the report, ``[{strategy: easiest-0.1, top: 0.25}]``: every configuration on that
             proxy, the top share of them on the target task (whose runs the sweep has), the best picked.
     """
     if sampler is not None and not n_trials:
         raise ValueError("a sampler searches for n_trials trials per study: give n_trials too")
+    if heartbeat < 1 or outage < 0 or poll <= 0:
+        raise ValueError(
+            f"--heartbeat {heartbeat}, --outage {outage}, --poll {poll}: give a heartbeat of 1 s or more, "
+            "an outage of 0 s or more and a positive poll"
+        )
+    if storage is not None:
+        check_storage(storage)  # before anything heavy is imported or any folder made
     sets = _datasets(datasets, args)
+    checked = [_checked(dataset, grid, strategies, seed, promote or []) for dataset in sets]
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{out / 'sweep.db'}"
-    rdb = open_storage(url, heartbeat)
+    rdb = open_storage(url, heartbeat, window=outage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = Studies(rdb, study, out, grid, strategies, seed, sampler, n_trials)
-    plans = [plan for dataset in sets for plan in studies.plans(dataset, promote or [])]
-    run_plans(plans, poll=heartbeat)
+    plans = [plan for dataset, setup in zip(sets, checked, strict=True) for plan in studies.plans(dataset, *setup)]
+    run_plans(plans, poll=min(poll, heartbeat), storage=rdb)
     results = collect_results(rdb, study)
     if report and len(results):
         from lightning_proxy.experiments.quality import report as quality_report
@@ -187,6 +200,28 @@ def sweep(
         write_csv(out / "results.csv", results)
         quality_report(results, out, promote=promote or [])
     return results
+
+
+def _checked(
+    dataset: Dataset,
+    grid: dict[str, list[Any]],
+    strategies: dict[str, list[Any]] | None,
+    seed: int,
+    promote: list[dict[str, Any]],
+) -> tuple[list[Strategy], dict[str, dict[str, Any]]]:
+    """``dataset``'s strategies and grid configurations, every one parsed as the training it will be, and the
+    hybrids, so that a bad key or value is refused before the storage is opened or anything trains."""
+    built = strategies_from(strategies, _num_classes(dataset) if strategies else 0, seed)
+    for spec in promote:
+        if set(spec) != {"strategy", "top"} or spec["strategy"] not in {s.name for s in built}:
+            raise ValueError(f"promote {spec!r}: give {{strategy, top}} with one of {[s.name for s in built]}")
+    configs = grid_configs(grid, dataset.config)
+    for name, changes in configs.items():
+        try:
+            dataset.training(changes).resolved  # noqa: B018 (parsing is the check)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"grid configuration {name} on dataset {dataset.name}: {error}") from None
+    return built, configs
 
 
 @dataclass(frozen=True)
@@ -203,13 +238,8 @@ class Studies:
     sampler: dict[str, Any] | None
     n_trials: int | None
 
-    def plans(self, dataset: Dataset, promote: list[dict[str, Any]]) -> list[Plan]:
-        """Every study of ``dataset``, created or loaded, with the work on it; bad hybrids refused first."""
-        strategies = strategies_from(self.strategies, _num_classes(dataset) if self.strategies else 0, self.seed)
-        for spec in promote:  # before anything trains
-            if set(spec) != {"strategy", "top"} or spec["strategy"] not in {s.name for s in strategies}:
-                raise ValueError(f"promote {spec!r}: give {{strategy, top}} with one of {[s.name for s in strategies]}")
-        configs = grid_configs(self.grid, dataset.config)
+    def plans(self, dataset: Dataset, strategies: list[Strategy], configs: dict[str, dict[str, Any]]) -> list[Plan]:
+        """Every study of ``dataset``, created or loaded, with the work on it."""
         plans, ranking = [], None
         if any(s.needs_ranking for s in strategies):
             ranking = self.maker(dataset, "loss_ranking")
@@ -310,6 +340,8 @@ def _run_config(
     """
     changes = overrides if overrides is not None else configs[name]
     where = out / dataset.name / strategy.name / _slug(folder or name)
+    if folder is None:  # a grid point: trained by any trial of the study (a sampler's trial has its own folder)
+        where = _attempt_folder(where, trial)
     one_process = {"trainer.devices": 1, "trainer.num_nodes": 1}  # parallelism is one worker per device
     data, share = {}, 0.0
     if made_by is not None and strategy.distill is not None:
@@ -329,6 +361,17 @@ def _run_config(
         for epoch, accuracy in enumerate(result["epoch_val_acc"], start=1):
             trial.report(accuracy, step=epoch)
     return {**result, "pruned": len(result["epoch_val_acc"]) < _max_epochs(dataset, changes)}
+
+
+def _attempt_folder(config_folder: Path, trial: Any) -> Path:
+    """The folder a trial trains its configuration in: a finished attempt's (read back, not retrained), else
+    its own (``trial<number>``), so that a retry never writes where an attempt still running may write."""
+    done = next(iter(sorted(config_folder.glob(f"*/{RESULT}"))), None)
+    if done is not None:
+        return done.parent
+    if (config_folder / RESULT).is_file():  # one folder per configuration, as earlier sweeps kept them
+        return config_folder
+    return config_folder / (f"trial{trial.number}" if trial is not None else "run")
 
 
 def _max_epochs(dataset: Dataset, changes: dict[str, Any] | None = None) -> int:
@@ -371,6 +414,7 @@ def sweep_report(
             raise FileNotFoundError(f"--results {results} does not exist")
         table, out = pd.read_csv(results), Path(output or Path(results).parent)
     else:
+        check_storage(storage, must_exist=True)
         if output is None and not storage.startswith("sqlite:///"):
             raise ValueError("give --output for a storage that is not a SQLite file")
         out = Path(output or Path(storage.removeprefix("sqlite:///")).parent)
