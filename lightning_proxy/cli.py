@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -79,10 +80,12 @@ def check_training_args(argv: Sequence[str]) -> None:
     from jsonargparse import ArgumentParser
 
     subset: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
     i = 0
     while i < len(argv):
         key, eq, value = argv[i].partition("=")
-        takes_value = key in ("-c", "--config") or key.startswith(("--data.subset.", "--data.init_args.subset."))
+        takes_value = key in ("-c", "--config", "--ckpt_path", "--trainer.max_epochs")
+        takes_value |= key.startswith(("--data.subset.", "--data.init_args.subset."))
         if takes_value and not eq:
             if i + 1 >= len(argv):
                 return  # the parser reports the missing value
@@ -102,8 +105,18 @@ def check_training_args(argv: Sequence[str]) -> None:
             data = data.get("init_args", data) if isinstance(data, dict) else None
             if isinstance(data, dict) and isinstance(data.get("subset"), dict):
                 subset |= data["subset"]
+            if isinstance(config.get("trainer"), dict) and "max_epochs" in config["trainer"]:
+                trainer["max_epochs"] = (config["trainer"]["max_epochs"], f"trainer.max_epochs in {value}")
+        elif key == "--ckpt_path":
+            if value not in ("last", "best", "hpc", "registry") and "://" not in value and not Path(value).is_file():
+                raise FileNotFoundError(f"--ckpt_path {value}: no such checkpoint (paths are relative to {Path.cwd()})")
+        elif key == "--trainer.max_epochs":
+            trainer["max_epochs"] = (yaml.safe_load(value), "--trainer.max_epochs")
         elif takes_value:
             subset[key.rsplit(".", 1)[1]] = yaml.safe_load(value)
+    epochs, where = trainer.get("max_epochs", (None, ""))
+    if epochs == 0:
+        raise ValueError(f"{where} 0 trains nothing: give 1 or more epochs (-1 with --trainer.max_steps for no limit)")
     if not subset:
         return
     from lightning_proxy.selection.subset import SubsetSpec
@@ -115,6 +128,17 @@ def check_training_args(argv: Sequence[str]) -> None:
         path = getattr(spec, name)
         if isinstance(path, str) and not Path(path).is_file():
             raise FileNotFoundError(f"--data.subset.{name} {path}: no such file (paths are relative to {Path.cwd()})")
+    if isinstance(spec.indices, str):  # read now, as the subset rule will: a bad file is said before Lightning
+        from lightning_proxy.selection.subset import read_indices
+
+        chosen = read_indices(spec.indices)
+        if len(set(chosen.tolist())) != len(chosen):
+            repeated = next(i for i, c in Counter(chosen.tolist()).items() if c > 1)
+            raise ValueError(f"subset.indices {spec.indices} repeat index {repeated}")
+    if isinstance(spec.ranking, str):
+        from lightning_proxy.selection.ranking import load_ranking
+
+        load_ranking(spec.ranking)
 
 
 def cli(args: Sequence[str] | None = None, run: bool = True) -> Any:

@@ -59,6 +59,10 @@ def read_npz(path: Path, arrays: Sequence[str], what: str, hint: str) -> tuple[d
     except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, KeyError) as err:
         raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): {err}") from err
     except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ValueError(
+                f"{path} holds Python objects (a pickle), which are never loaded: write the {what} with plain arrays"
+            ) from None
         raise ValueError(f"{path} is not a valid {what}: {err}") from err
 
 

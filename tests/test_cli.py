@@ -259,3 +259,33 @@ def test_experiment_options_are_checked_before_any_training(tmp_path, capsys, mo
         "trainer.max_epocs is not an option; did you mean trainer.max_epochs?"
     )
     assert not (tmp_path / "active").exists()
+
+
+def test_the_last_bad_inputs_are_one_line_before_lightning(tmp_path, capsys):
+    """Each refused before any training: epochs that train nothing, a missing checkpoint, a pickle, repeats."""
+    argv = ["--config", str(CONFIGS / "digits.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    line = last_error_line(["fit", *argv, "--trainer.max_epochs", "0"], capsys)
+    assert line.startswith("lightning-proxy fit: error: --trainer.max_epochs 0 trains nothing")
+    line = last_error_line(["predict", *argv, "--ckpt_path", str(tmp_path / "nowhere.ckpt")], capsys)
+    assert line == f"lightning-proxy predict: error: --ckpt_path {tmp_path / 'nowhere.ckpt'}: no such checkpoint " + (
+        f"(paths are relative to {Path.cwd()})"
+    )
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([{"index": 3}], dtype=object), allow_pickle=True)
+    line = last_error_line(["fit", *argv, "--data.subset.indices", str(pickled)], capsys)
+    assert line.startswith(f"lightning-proxy fit: error: subset.indices {pickled} holds Python objects (a pickle)")
+    assert "allow_pickle" not in line
+    repeated = tmp_path / "repeated.npy"
+    np.save(repeated, np.array([4, 9, 9, 2]))
+    line = last_error_line(["fit", *argv, "--data.subset.indices", str(repeated)], capsys)
+    assert line == f"lightning-proxy fit: error: subset.indices {repeated} repeat index 9"
+    assert not list(tmp_path.rglob("version_*"))
+
+
+def test_an_empty_review_file_is_named(tmp_path):
+    from lightning_proxy.datamodules.text import read_reviews
+
+    empty = tmp_path / "train.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=f"{empty} holds no reviews"):
+        list(read_reviews(empty, 5))

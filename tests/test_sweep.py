@@ -488,3 +488,10 @@ def test_successive_halving_prunes_what_its_rungs_say_and_keeps_the_epochs(tmp_p
     results = collect_results(url).set_index("config")
     assert results.loc["c", "pruned"] and results.loc["c", "accuracy"] == 0.4  # its best reported accuracy
     assert not results.loc["d", "pruned"] and results.loc["d", "accuracy"] == 0.8
+
+
+def test_a_grid_key_that_is_no_option_is_refused_before_the_storage_or_any_folder(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"grid configuration model.nope=1 on dataset digits: .*model.nope"):
+        sweep(datasets={"digits": TARGET}, grid={"model.nope": [1]}, output=str(out))
+    assert not out.exists()

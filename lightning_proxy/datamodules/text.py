@@ -67,10 +67,12 @@ def fnv1a(word: str) -> int:
 
 
 def read_reviews(path: Path, num_classes: int) -> Iterator[tuple[int, str]]:
-    """``(label 0..k-1, title + " " + text)`` of every row; a malformed row raises naming the file and line."""
+    """``(label 0..k-1, title + " " + text)`` of every row; a malformed row raises naming the file and line,
+    a file without rows naming the file."""
     with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+        reader, rows = csv.reader(handle), 0
         for row in reader:
+            rows += 1
             where = f"{path}, line {reader.line_num}"
             if len(row) != 3:
                 raise ValueError(
@@ -80,6 +82,8 @@ def read_reviews(path: Path, num_classes: int) -> Iterator[tuple[int, str]]:
             if not row[0].strip().isdigit() or not 1 <= int(row[0]) <= num_classes:
                 raise ValueError(f"{where}: the class must be a whole number in 1..{num_classes}, got {row[0]!r}")
             yield int(row[0]) - 1, f"{row[1]} {row[2]}".replace("\\n", " ")
+    if not rows:
+        raise ValueError(f"{path} holds no reviews: put rows of (class, title, text) in it, or give another data.root")
 
 
 class TokenCache:

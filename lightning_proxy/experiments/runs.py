@@ -82,8 +82,10 @@ def proxy_and_target(
     data = flat(data_args)
     proxy = Training(proxy_config, {**data, **flat(proxy_args)}, "proxy_args (with data_args)")
     target = Training(target_config, {**data, **flat(target_args)}, "target_args (with data_args)")
-    for training in (proxy, target):
-        training.resolved  # noqa: B018 (parse now: a bad key fails here, not after the proxy trained)
+    for who, training in (("proxy", proxy), ("target", target)):
+        # parse now: a bad key fails here, not after the proxy trained
+        if training.resolved.trainer.get("max_epochs") == 0:
+            raise ValueError(f"the {who}'s trainer.max_epochs is 0, which trains nothing: give 1 or more")
     return proxy, target
 
 

@@ -155,7 +155,15 @@ def read_indices(
         if not path.is_file():
             raise FileNotFoundError(f"{what}: no such file")
         if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
+            try:
+                values = np.load(path, allow_pickle=False)
+            except ValueError as error:
+                if "allow_pickle" not in str(error):
+                    raise ValueError(f"{what} is not a readable .npy file: {error}") from None
+                raise ValueError(
+                    f"{what} holds Python objects (a pickle), which are never loaded: save the indices as a plain "
+                    "integer array, np.save(path, np.asarray(indices, dtype=np.int64))"
+                ) from None
         elif path.suffix == ".json":
             values = np.asarray(json.loads(path.read_text()))
         else:
