@@ -200,3 +200,25 @@ def test_a_report_of_a_mistyped_sqlite_path_makes_no_database(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and f"no database at {path}" in done.stderr.strip().splitlines()[-1]
     assert not path.exists()
+
+
+def test_two_sweep_commands_share_one_postgresql_sweep(postgres, tmp_path):
+    url, out = postgres.database(), tmp_path / "out"
+    command = ["lightning-proxy", "sweep", "--config", "configs/sweep_digits.yaml", "--strategies", "null"]
+    command += ["--grid", '{"model.lr": [0.001, 0.01], "model.label_smoothing": [0.1]}', "--promote", "[]"]
+    command += ["--storage", url, "--output", str(out), "--study", "pg", "--heartbeat", "2"]
+    command += [
+        "--args",
+        '{"trainer.max_epochs": 1, "trainer.limit_train_batches": 3, "trainer.enable_progress_bar": false}',
+    ]
+    workers = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+    study = optuna.load_study(study_name="pg/digits/target", storage=url)
+    configs = ["default", "model.lr=0.001", "model.lr=0.01", "model.label_smoothing=0.1"]
+    assert sorted(t.params["config"] for t in study.get_trials(states=(TrialState.COMPLETE,))) == sorted(configs)
+    attempts = [p.parent for p in out.glob("digits/target/*/trial*/result.json")]
+    assert len(attempts) == 4 and len({p.parent for p in attempts}) == 4, "one finished attempt per configuration"

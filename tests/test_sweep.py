@@ -495,3 +495,11 @@ def test_a_grid_key_that_is_no_option_is_refused_before_the_storage_or_any_folde
     with pytest.raises(ValueError, match=r"grid configuration model.nope=1 on dataset digits: .*model.nope"):
         sweep(datasets={"digits": TARGET}, grid={"model.nope": [1]}, output=str(out))
     assert not out.exists()
+
+
+def test_a_sweep_resumed_with_other_trainings_is_refused_with_the_first_difference(tmp_path):
+    grid, out = {"model.lr": [1e-2]}, str(tmp_path / "out")
+    quick = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 2, "trainer.enable_progress_bar": False}
+    sweep(datasets={"digits": TARGET}, grid=grid, output=out, args=quick, report=False)
+    with pytest.raises(ValueError, match=r"trained with args.trainer.max_epochs = 1, and this sweep asks for 2"):
+        sweep(datasets={"digits": TARGET}, grid=grid, output=out, args={**quick, "trainer.max_epochs": 2})

@@ -24,6 +24,7 @@ the distillation once.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,7 @@ class Studies:
         name = study_name(self.prefix, dataset.name, strategy.name)
         pruner = strategy.make_pruner(_max_epochs(dataset)) if strategy.pruner else None
         study = grid_study(name, self.storage, list(configs), self.seed, sampler_of(self.sampler), pruner)
+        _same_trainings(study, dataset, {**dataset.args, **strategy.overrides}, self.seed)
         for key, value in {
             "dataset": dataset.name,
             "strategy": strategy.name,
@@ -300,6 +302,24 @@ class Studies:
             defaults = config_defaults(self.grid, dataset.config)
             work = functools.partial(run_sampled, study, self.grid, defaults, self.n_trials, run_config)
         return Plan(f"{dataset.name} / {strategy.name}: {len(configs)} configurations", work, maker)
+
+
+def _same_trainings(study: Any, dataset: Dataset, overrides: dict[str, Any], seed: int) -> None:
+    """A study resumed by a worker whose trainings differ (another training config file, overrides or seed)
+    is refused with the first difference: its finished trials would be read back as the new ones."""
+    asked = {"config": dataset.config, "config_sha256": sha256_of(Path(dataset.config)), "seed": seed}
+    asked |= {f"args.{key}": value for key, value in overrides.items()}
+    asked = json.loads(json.dumps(asked, default=str))  # as the storage keeps it
+    recorded = study.user_attrs.get("trains")
+    if recorded is None:
+        study.set_user_attr("trains", asked)
+        return
+    for key in [*asked, *(k for k in recorded if k not in asked)]:
+        if recorded.get(key) != asked.get(key):
+            raise ValueError(
+                f"study {study.study_name} trained with {key} = {recorded.get(key)!r}, and this sweep asks for "
+                f"{asked.get(key)!r}: give another --study (and --output), or put it back"
+            )
 
 
 def _same_distillation(maker: Any, strategy: Strategy) -> None:
