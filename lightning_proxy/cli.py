@@ -9,10 +9,10 @@ as positional arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +48,8 @@ def run_command(name: str, argv: Sequence[str]) -> Any:
     from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
     command = COMMANDS[name]
+    if name in ("sweep", "report"):
+        _check_storage_first(argv, must_exist=name == "report")
     module, function_name = command.target.split(":")
     function: Callable[..., Any] = getattr(importlib.import_module(module), function_name)
     summary = (function.__doc__ or command.description).split("\n\n")[0]  # the options carry the Args
@@ -66,6 +68,27 @@ def run_command(name: str, argv: Sequence[str]) -> Any:
         raise ArgumentError(None, user_message(error, lambda: list(parser.get_defaults().keys()), list(argv))) from None
     kwargs = {k: v for k, v in config.as_dict().items() if k != "config"}
     return function(**kwargs)
+
+
+def _check_storage_first(argv: Sequence[str], must_exist: bool) -> None:
+    """A sweep's or report's ``--storage`` (the command line's, else its ``--config`` file's), checked before
+    the command's options are parsed: parsing them imports Lightning, which takes seconds."""
+    import yaml
+
+    url = None
+    for i, word in enumerate(argv):
+        key, eq, value = word.partition("=")
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        if key == "--storage":
+            url = value
+        elif key in ("-c", "--config") and value and url is None and Path(value).is_file():
+            with contextlib.suppress(yaml.YAMLError):
+                found = yaml.safe_load(Path(value).read_text())
+                url = found.get("storage") if isinstance(found, dict) else None
+    if isinstance(url, str):
+        from lightning_proxy.experiments.storage import check_storage
+
+        check_storage(url, must_exist=must_exist)
 
 
 def check_training_args(argv: Sequence[str]) -> None:
@@ -129,12 +152,9 @@ def check_training_args(argv: Sequence[str]) -> None:
         if isinstance(path, str) and not Path(path).is_file():
             raise FileNotFoundError(f"--data.subset.{name} {path}: no such file (paths are relative to {Path.cwd()})")
     if isinstance(spec.indices, str):  # read now, as the subset rule will: a bad file is said before Lightning
-        from lightning_proxy.selection.subset import read_indices
+        from lightning_proxy.selection.subset import distinct, read_indices
 
-        chosen = read_indices(spec.indices)
-        if len(set(chosen.tolist())) != len(chosen):
-            repeated = next(i for i, c in Counter(chosen.tolist()).items() if c > 1)
-            raise ValueError(f"subset.indices {spec.indices} repeat index {repeated}")
+        distinct(read_indices(spec.indices), spec.indices)
     if isinstance(spec.ranking, str):
         from lightning_proxy.selection.ranking import load_ranking
 

@@ -316,19 +316,8 @@ def active(
             identity |= {"seeding": seeding, "score_augmented": score_augmented}
             training = trainings[selector or "target"]
             folder = out / f"seed{seed}" / name
-            loop = Loop(
-                folder,
-                method,
-                selector,
-                training,
-                pool,
-                sizes,
-                seed,
-                identity,
-                seeding,
-                score_augmented,
-                retrain_changed,
-            )
+            options = {"seeding": seeding, "score_augmented": score_augmented, "retrain_changed": retrain_changed}
+            loop = Loop(folder, method, selector, training, pool, sizes, seed, identity, **options)
             loop.run(progress)
             for budget, size in budget_sizes.items():
                 # with the target as selector, its round on this labelled set is already this training

@@ -310,20 +310,28 @@ def _result(
 _PER_FOLDER = ("trainer.default_root_dir", "trainer.logger")  # where a run logs, not what it trains
 
 
+def first_difference(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> str | None:
+    """The first key whose value differs between what a finished step recorded and what is asked now, as
+    ``key: recorded -> asked``; None when they agree."""
+    for key in [*asked, *(k for k in recorded if k not in asked)]:
+        if recorded.get(key, "<unset>") != asked.get(key, "<unset>"):
+            return f"{key}: {recorded.get(key, '<unset>')!r} -> {asked.get(key, '<unset>')!r}"
+    return None
+
+
 def first_change(recorded: str, asked: str) -> str | None:
-    """The first key (dotted) whose value differs between two resolved configurations (YAML), as
-    ``key: recorded -> asked``; None when they train the same thing (the recorded run may have had more
-    callbacks than asked for)."""
+    """:func:`first_difference` of two resolved configurations (YAML, dotted keys), without where a run logs;
+    the recorded run may have had more callbacks than asked for (active learning's target round as its
+    selector)."""
     import yaml
 
     old, new = (flat(yaml.safe_load(text) or {}) for text in (recorded, asked))
-    for key in [*new, *(k for k in old if k not in new)]:
-        if key.startswith(_PER_FOLDER) or old.get(key, "<unset>") == new.get(key, "<unset>"):
-            continue
-        if key == "trainer.callbacks" and all(c in (old.get(key) or []) for c in new.get(key) or []):
-            continue  # a run that recorded more than asked (active learning's target round as its selector)
-        return f"{key}: {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}"
-    return None
+    for both in (old, new):
+        for key in _PER_FOLDER:
+            both.pop(key, None)
+    if all(c in (old.get("trainer.callbacks") or []) for c in new.get("trainer.callbacks") or []):
+        old["trainer.callbacks"] = new.get("trainer.callbacks")
+    return first_difference(old, new)
 
 
 def _whole(path: Path) -> bool:

@@ -17,7 +17,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,21 +102,23 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def lost_connection(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it: Optuna wraps SQLAlchemy's errors) is a database that went away,
-    not bad data."""
-    seen: BaseException | None = None if isinstance(error, StorageUnavailable) else error
+def _chain(error: BaseException, suppressed: bool = False) -> Iterator[BaseException]:
+    """``error`` and what caused it, cause by cause (Optuna wraps SQLAlchemy's errors); ``suppressed``: also the
+    context a ``raise ... from None`` hid."""
+    seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, sql_errors.DBAPIError) and seen.connection_invalidated:
-            return True
-        if isinstance(seen, sql_errors.OperationalError | sql_errors.InterfaceError | sql_errors.DisconnectionError):
-            return True
-        seen = _cause(seen)
-    return False
+        yield seen
+        hidden = seen.__suppress_context__ and not suppressed
+        seen = seen.__cause__ or (None if hidden else seen.__context__)
 
 
-def _cause(error: BaseException) -> BaseException | None:
-    return error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+def lost_connection(error: BaseException) -> bool:
+    """Whether ``error`` is a database that went away, not bad data (nor a window already ridden out)."""
+    if isinstance(error, StorageUnavailable):
+        return False
+    gone = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.DisconnectionError)
+    invalidated = (e for e in _chain(error) if isinstance(e, sql_errors.DBAPIError) and e.connection_invalidated)
+    return any(isinstance(e, gone) for e in _chain(error)) or next(invalidated, None) is not None
 
 
 class _Outage:
@@ -209,12 +211,7 @@ class RetryingStorage(optuna.storages.RDBStorage):
 def unavailable(error: BaseException) -> StorageUnavailable | None:
     """The :class:`StorageUnavailable` behind ``error``, if any (Optuna's own clean-up can hide it behind an
     error of its own when its database is gone)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, StorageUnavailable):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return next((e for e in _chain(error, suppressed=True) if isinstance(e, StorageUnavailable)), None)
 
 
 _RETRIED = (  # every RDBStorage method that talks to the database (set_trial_state_values above)
@@ -262,12 +259,7 @@ for _name in _RETRIED:
 
 def _schema_race(error: BaseException) -> bool:
     """Two workers creating a fresh database's tables at once: one's CREATE collides with the other's."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, sql_errors.IntegrityError | sql_errors.ProgrammingError):
-            return True
-        seen = _cause(seen)
-    return False
+    return any(isinstance(e, sql_errors.IntegrityError | sql_errors.ProgrammingError) for e in _chain(error))
 
 
 def open_storage(url: str, heartbeat: int = 60, window: float = WINDOW) -> RetryingStorage:

@@ -182,6 +182,14 @@ def read_indices(
     return values.astype(np.int64)
 
 
+def distinct(indices: np.ndarray, source: list[int] | str | Path) -> np.ndarray:
+    """``indices`` when no index repeats; else one line naming the list's source and the first repeated index."""
+    values, counts = np.unique(indices, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"subset.indices {_source(source)} repeat index {int(values[counts > 1][0])}")
+    return indices
+
+
 def _take(ordered: np.ndarray, skip: float, size: int, n_pool: int, where: str = "") -> np.ndarray:
     """``size`` examples of an ordered candidate list after skipping the first ``skip`` share of the pool."""
     start = round(skip * n_pool)
@@ -212,10 +220,7 @@ def select_subset(
     kept_classes = choose_classes(spec, class_names)
     in_classes = np.isin(targets, kept_classes)
     if spec.indices is not None:
-        chosen = read_indices(spec.indices, pool_size=n, where=f" of {dataset_name}")
-        if len(np.unique(chosen)) != len(chosen):
-            repeated = int(chosen[np.flatnonzero(np.bincount(chosen) > 1)[0]]) if len(chosen) else None
-            raise ValueError(f"subset.indices {_source(spec.indices)} repeat index {repeated}")
+        chosen = distinct(read_indices(spec.indices, pool_size=n, where=f" of {dataset_name}"), spec.indices)
         return np.sort(chosen[in_classes[chosen]])
     n_kept = int(in_classes.sum())
     size = spec.count if spec.count is not None else round(spec.fraction * n_kept)
